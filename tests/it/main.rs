@@ -1,0 +1,1 @@
+//! Integration tests: real imgmirror servers against a fixture origin on loopback.

@@ -1,0 +1,402 @@
+//! Configuration: one struct, read from `config/imgmirror.toml`, then overridden by
+//! `IMGMIRROR_<SECTION>_<KEY>` environment variables, then by command-line flags.
+//!
+//! This module owns the keys, their defaults and their validation. It does not act on
+//! them: each module receives the section it needs. The shipped `config/imgmirror.toml`
+//! mirrors this file key for key; keep the two in step.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Where `serve` looks for a config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/imgmirror.toml";
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "IMGMIRROR_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var} is not valid: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key} is not valid: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub upstream: UpstreamConfig,
+    pub response: ResponseConfig,
+    pub transform: TransformConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Connections served at once; further ones wait in the kernel's accept queue. Default 1024.
+    pub max_connections: usize,
+    /// Seconds a client may take to send its request headers. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Data directory: originals, variants and the index. Default `cache`.
+    pub dir: PathBuf,
+    /// Bytes of hot objects kept in memory (an LRU weighted by size). Default 256 MiB.
+    pub memory_bytes: u64,
+    /// Seconds a mirrored original is fresh; after that a request triggers a background
+    /// revalidation while the mirrored copy is served at once. Default 86400 (1 day).
+    pub fresh_secs: u64,
+    /// Seconds a failed fetch is remembered, so a failing URL does not hammer its upstream.
+    /// Default 30; 0 turns the negative cache off.
+    pub negative_ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("cache"),
+            memory_bytes: 256 * 1024 * 1024,
+            fresh_secs: 86_400,
+            negative_ttl_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Seconds to establish a TCP (and TLS) connection. Default 5.
+    pub connect_timeout_secs: u64,
+    /// Seconds for a whole fetch, redirects and body included. Default 30.
+    pub timeout_secs: u64,
+    /// Largest body accepted, in bytes; the fetch aborts the moment it is crossed. Default 25 MiB.
+    pub max_bytes: u64,
+    /// Redirects followed, each checked like the first URL. Default 5.
+    pub max_redirects: usize,
+    /// User-Agent sent upstream.
+    pub user_agent: String,
+    /// Destination ports allowed. Default [80, 443].
+    pub allowed_ports: Vec<u16>,
+    /// Address ranges allowed even though the default policy refuses them
+    /// (loopback, private, link-local…). Default [] (none).
+    pub allow_cidrs: Vec<IpNet>,
+    /// Fixed answers for host names, like curl's `--resolve`: `"host:port" = "ip:port"`.
+    /// The mapped address is still checked against the address policy. Default {}.
+    pub resolve: BTreeMap<String, SocketAddr>,
+    /// Upstream fetches in flight at once; further requests wait for a slot. Default 64.
+    pub max_in_flight: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_secs: 5,
+            timeout_secs: 30,
+            max_bytes: 25 * 1024 * 1024,
+            max_redirects: 5,
+            user_agent: concat!("imgmirror/", env!("CARGO_PKG_VERSION")).to_string(),
+            allowed_ports: vec![80, 443],
+            allow_cidrs: Vec::new(),
+            resolve: BTreeMap::new(),
+            max_in_flight: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Cache-Control for images served by upstream URL (`/?…`): they may change upstream.
+    pub cache_control_proxy: String,
+    /// Cache-Control for content-addressed permalinks (`/m/<sha256>`): their bytes never change.
+    pub cache_control_permalink: String,
+    /// Cache-Control for error responses.
+    pub cache_control_error: String,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            cache_control_proxy: "public, max-age=86400, stale-while-revalidate=604800".into(),
+            cache_control_permalink: "public, max-age=31536000, immutable".into(),
+            cache_control_error: "public, max-age=30".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformConfig {
+    /// Render workers (decode, resize, encode). 0 = one per core. Default 0.
+    pub workers: usize,
+    /// Renders waiting for a worker; beyond it requests get 503 + Retry-After. Default 64.
+    pub queue: usize,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            workers: 0,
+            queue: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for admin endpoints (`POST /prefetch`). Empty = admin endpoints off.
+    pub token: String,
+}
+
+impl Config {
+    /// Reads `path` (which must exist when `required`), applies the environment, validates.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        apply_env(&mut table, std::env::vars())?;
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values that cannot work, naming the key; never clamps silently.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.upstream.max_bytes == 0 {
+            return invalid("upstream.max_bytes", "must be at least 1");
+        }
+        if self.upstream.timeout_secs == 0 || self.upstream.connect_timeout_secs == 0 {
+            return invalid(
+                "upstream.timeout_secs",
+                "timeouts must be at least 1 second",
+            );
+        }
+        if self.upstream.max_in_flight == 0 {
+            return invalid("upstream.max_in_flight", "must be at least 1");
+        }
+        if self.upstream.allowed_ports.is_empty() {
+            return invalid("upstream.allowed_ports", "must list at least one port");
+        }
+        if self.cache.memory_bytes > u64::from(u32::MAX) * 1024 {
+            return invalid("cache.memory_bytes", "must be at most 4 TiB");
+        }
+        let mut hosts: BTreeMap<&str, std::net::IpAddr> = BTreeMap::new();
+        for (key, addr) in &self.upstream.resolve {
+            let Some((host, port)) = key.rsplit_once(':') else {
+                return invalid("upstream.resolve", &format!("key {key:?} is not host:port"));
+            };
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return invalid("upstream.resolve", &format!("key {key:?} is not host:port"));
+            }
+            // One connection pool entry per host name: a host may be mapped on several
+            // ports, but all to the same address.
+            if let Some(prev) = hosts.insert(host, addr.ip())
+                && prev != addr.ip()
+            {
+                return invalid(
+                    "upstream.resolve",
+                    &format!(
+                        "host {host} is mapped to two addresses ({prev} and {})",
+                        addr.ip()
+                    ),
+                );
+            }
+        }
+        if self.transform.queue == 0 {
+            return invalid("transform.queue", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Applies `IMGMIRROR_<SECTION>_<KEY>=value` on top of the file. The value is read as a
+/// TOML value when it parses as one (numbers, booleans, arrays, inline tables) and as a
+/// plain string otherwise, so `IMGMIRROR_UPSTREAM_ALLOW_CIDRS='["10.0.0.0/8"]'` works.
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    const SECTIONS: [&str; 6] = [
+        "server",
+        "cache",
+        "upstream",
+        "response",
+        "transform",
+        "admin",
+    ];
+    for (var, raw) in vars {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            // IMGMIRROR_LOG and friends are not config keys.
+            continue;
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let section_table = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = section_table.as_table_mut() else {
+            return Err(ConfigError::Env {
+                var,
+                message: format!("[{section}] in the file is not a table"),
+            });
+        };
+        section_table.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).unwrap();
+        apply_env(
+            &mut table,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        let config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: "test".into(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn shipped_config_parses_and_equals_defaults() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/imgmirror.toml"
+        ))
+        .unwrap();
+        let shipped = load_str(&text, &[]).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn issue_example_resolve_and_allow_cidrs() {
+        let config = load_str(
+            r#"
+            [upstream]
+            allow_cidrs = ["127.0.0.1/32"]
+            resolve = { "static.1sapp.com:80" = "127.0.0.1:18080" }
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.upstream.allow_cidrs,
+            vec!["127.0.0.1/32".parse().unwrap()]
+        );
+        assert_eq!(
+            config.upstream.resolve["static.1sapp.com:80"],
+            "127.0.0.1:18080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_with_typed_values() {
+        let config = load_str(
+            "[cache]\nmemory_bytes = 10\n",
+            &[
+                ("IMGMIRROR_CACHE_MEMORY_BYTES", "2048"),
+                ("IMGMIRROR_UPSTREAM_ALLOW_CIDRS", r#"["10.0.0.0/8"]"#),
+                ("IMGMIRROR_UPSTREAM_USER_AGENT", "test agent/1"),
+                ("IMGMIRROR_LOG", "debug"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.cache.memory_bytes, 2048);
+        assert_eq!(
+            config.upstream.allow_cidrs,
+            vec!["10.0.0.0/8".parse().unwrap()]
+        );
+        assert_eq!(config.upstream.user_agent, "test agent/1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let err = load_str("[upstream]\nallow_cidr = []\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("allow_cidr"), "{err}");
+        let err = load_str("[upstream]\nmax_bytes = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("upstream.max_bytes"), "{err}");
+        let err = load_str("", &[("IMGMIRROR_SERVER_LISTEN", "nonsense")]).unwrap_err();
+        assert!(err.to_string().contains("server.listen"), "{err}");
+        let err = load_str(
+            "[upstream]\nresolve = { \"a:80\" = \"10.0.0.1:80\", \"a:443\" = \"10.0.0.2:443\" }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("two addresses"), "{err}");
+    }
+}

@@ -1,0 +1,277 @@
+//! The HTTP server: accept loop, connection limits, graceful shutdown, and the
+//! request flow from [`router`] through the store to [`response`].
+//!
+//! [`run`] takes a bound listener, the shared [`State`] and a shutdown future, so the
+//! binary and the tests start exactly the same server. HTTP/1.1 and cleartext HTTP/2
+//! are both served (hyper-util's auto builder detects the preface).
+//!
+//! The server owns no image logic: it parses the request, asks the store (and the
+//! transform pool) for bytes, and turns the answer or the error into a response.
+
+pub mod response;
+pub mod router;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::store::{Source, Store, StoreError};
+use response::{AppError, Body, ImageHeaders};
+use router::Route;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct State {
+    pub config: Config,
+    pub store: Arc<Store>,
+    next_request_id: AtomicU64,
+    open_connections: AtomicUsize,
+}
+
+impl State {
+    pub fn new(config: Config) -> Result<Arc<State>, StoreError> {
+        let store = Arc::new(Store::open(&config)?);
+        Ok(Arc::new(State {
+            config,
+            store,
+            next_request_id: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
+        }))
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests
+/// `server.shutdown_grace_secs` to finish.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let server = &state.config.server;
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs));
+    builder.http2().timer(TokioTimer::new());
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+
+    tokio::pin!(shutdown);
+    loop {
+        // The connection slot is taken before accepting, so a flood waits in the
+        // kernel's backlog instead of costing us a task and a buffer each.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler_state = state.clone();
+        let service = service_fn(move |request| handle(handler_state.clone(), request, peer));
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let state = state.clone();
+        tokio::spawn(async move {
+            state.open_connections.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            state.open_connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed; dropping remaining connections");
+    }
+    Ok(())
+}
+
+/// What the access log line reports besides status and timing.
+struct Outcome {
+    route: &'static str,
+    source: Option<Source>,
+}
+
+async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let id = state.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let span = tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path());
+    let mut outcome = Outcome {
+        route: "unrouted",
+        source: None,
+    };
+    let result = dispatch(&state, &request, &mut outcome)
+        .instrument(span.clone())
+        .await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let (status, code) = error.status_and_code();
+            if status.is_server_error() {
+                tracing::warn!(parent: &span, %code, error = %error, "request failed");
+            } else {
+                tracing::debug!(parent: &span, %code, error = %error, "request refused");
+            }
+            response::error(&error, &state.config.response)
+        }
+    };
+    response.headers_mut().insert(
+        HeaderName::from_static("x-request-id"),
+        HeaderValue::from(id),
+    );
+    let bytes = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+        .to_string();
+    tracing::info!(
+        parent: &span,
+        %peer,
+        route = outcome.route,
+        status = response.status().as_u16(),
+        source = outcome.source.map_or("-", Source::as_str),
+        bytes = %bytes,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "served"
+    );
+    Ok(response)
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    request: &Request<Incoming>,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, AppError> {
+    let uri = request.uri();
+    let route = router::route(request.method(), uri.path(), uri.query())?;
+    outcome.route = route.name();
+    let config = &state.config.response;
+    match route {
+        Route::Health => Ok(response::text(StatusCode::OK, "ok\n".into(), "text/plain")),
+        Route::Metrics => Ok(response::text(
+            StatusCode::OK,
+            metrics(state),
+            "text/plain; version=0.0.4",
+        )),
+        Route::Preflight => Ok(response::preflight(request.headers())),
+        Route::Prefetch => Err(AppError::Route(router::RouteError::NotFound(
+            "/prefetch".into(),
+        ))),
+        Route::Proxy { upstream, options } => {
+            reject_options(&options)?;
+            let served = state.store.get_by_url(&upstream).await?;
+            outcome.source = Some(served.source);
+            let headers = ImageHeaders {
+                cache_control: &config.cache_control_proxy,
+                etag: &served.blob.meta.sha256,
+                canonical: Some(upstream.as_str()),
+                vary_accept: false,
+                source: served.source,
+            };
+            Ok(response::image(request.headers(), &served.blob, headers))
+        }
+        Route::Permalink { hash, options, .. } => {
+            reject_options(&options)?;
+            let served = state
+                .store
+                .get_by_hash(&hash)
+                .await?
+                .ok_or_else(|| AppError::UnknownObject(hash.to_hex()))?;
+            outcome.source = Some(served.source);
+            let headers = ImageHeaders {
+                cache_control: &config.cache_control_permalink,
+                etag: &served.blob.meta.sha256,
+                canonical: None,
+                vary_accept: false,
+                source: served.source,
+            };
+            Ok(response::image(request.headers(), &served.blob, headers))
+        }
+    }
+}
+
+fn reject_options(options: &router::Options) -> Result<(), AppError> {
+    match options.first() {
+        Some((name, _)) => Err(AppError::UnknownOption(name.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Prometheus text exposition of the counters that matter for operations.
+fn metrics(state: &State) -> String {
+    let stats = state.store.stats();
+    let counters = [
+        (
+            "imgmirror_upstream_fetches_total",
+            "First fetches of upstream URLs.",
+            stats.upstream_fetches.load(Ordering::Relaxed),
+        ),
+        (
+            "imgmirror_revalidations_total",
+            "Background revalidations of mirrored URLs.",
+            stats.revalidations.load(Ordering::Relaxed),
+        ),
+        (
+            "imgmirror_renders_total",
+            "Variants rendered (resized / re-encoded).",
+            stats.renders.load(Ordering::Relaxed),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in counters {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    let open = state.open_connections.load(Ordering::Relaxed);
+    out.push_str(&format!(
+        "# HELP imgmirror_open_connections Client connections open.\n# TYPE imgmirror_open_connections gauge\nimgmirror_open_connections {open}\n"
+    ));
+    out
+}

@@ -1,0 +1,298 @@
+//! Building responses: the headers every image carries, conditional requests, and THE
+//! place where errors become statuses.
+//!
+//! Every error any module can return reaches the client through [`AppError`] and
+//! [`AppError::status_and_code`]; the JSON body carries a stable kebab-case `code` that
+//! clients and tests can branch on, and a lowercase human `message`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::router::RouteError;
+use crate::config::ResponseConfig;
+use crate::store::{Blob, Source, StoreError};
+use crate::upstream::{GuardError, UpstreamError};
+
+pub type Body = Full<Bytes>;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error("no mirrored object {0}")]
+    UnknownObject(String),
+    #[error("server is busy: {0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl From<UpstreamError> for AppError {
+    fn from(e: UpstreamError) -> Self {
+        AppError::Store(StoreError::Upstream(e))
+    }
+}
+
+impl AppError {
+    /// The one mapping from errors to HTTP: status and stable error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::Route(RouteError::BadUrl(_)) => (StatusCode::BAD_REQUEST, "bad-url"),
+            AppError::Route(RouteError::NotFound(_)) => (StatusCode::NOT_FOUND, "not-found"),
+            AppError::Route(RouteError::MethodNotAllowed(_)) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed")
+            }
+            AppError::Store(StoreError::Upstream(e)) => upstream_status(e),
+            AppError::Store(StoreError::WaitTimeout(_)) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout")
+            }
+            AppError::Store(StoreError::Io(_) | StoreError::Missing(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            AppError::UnknownOption(_) => (StatusCode::BAD_REQUEST, "unknown-option"),
+            AppError::UnknownObject(_) => (StatusCode::NOT_FOUND, "not-found"),
+            AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+        }
+    }
+}
+
+fn upstream_status(e: &UpstreamError) -> (StatusCode, &'static str) {
+    match e {
+        UpstreamError::Forbidden(GuardError::Scheme(_) | GuardError::NoHost) => {
+            (StatusCode::BAD_REQUEST, "bad-url")
+        }
+        UpstreamError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden-destination"),
+        UpstreamError::NotFound { .. } => (StatusCode::NOT_FOUND, "upstream-not-found"),
+        UpstreamError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+        UpstreamError::NotAnImage { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-an-image"),
+        UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+        UpstreamError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        UpstreamError::Status { .. }
+        | UpstreamError::Transport { .. }
+        | UpstreamError::TooManyRedirects { .. } => (StatusCode::BAD_GATEWAY, "upstream-error"),
+    }
+}
+
+/// Headers that make an image usable cross-origin and safe to serve from our origin.
+pub fn common_headers(headers: &mut HeaderMap) {
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    set(headers, HeaderName::from_static("timing-allow-origin"), "*");
+    set(
+        headers,
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "cross-origin",
+    );
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    // An image needs no script, style or frame; `sandbox` also neuters anything a
+    // browser might still try to render as a document.
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+}
+
+/// What an image response needs beyond the bytes.
+pub struct ImageHeaders<'a> {
+    pub cache_control: &'a str,
+    /// The opaque part of the strong ETag (a SHA-256 hex).
+    pub etag: &'a str,
+    /// `Link: <…>; rel="canonical"` for proxied images.
+    pub canonical: Option<&'a str>,
+    pub vary_accept: bool,
+    pub source: Source,
+}
+
+/// A 200 (or 304, when the request's validators match) for `blob`. For HEAD, hyper
+/// sends the same headers and no body.
+pub fn image(request: &HeaderMap, blob: &Blob, h: ImageHeaders<'_>) -> Response<Body> {
+    let etag = format!("\"{}\"", h.etag);
+    let last_modified =
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(blob.meta.created));
+    let not_modified = is_not_modified(request, &etag, blob.meta.created);
+    let mut response = if not_modified {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(blob.bytes.clone()));
+        let headers = r.headers_mut();
+        insert(headers, header::CONTENT_TYPE, &blob.meta.media_type);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.bytes.len()));
+        r
+    };
+    let headers = response.headers_mut();
+    common_headers(headers);
+    insert(headers, header::ETAG, &etag);
+    insert(headers, header::LAST_MODIFIED, &last_modified);
+    insert(headers, header::CACHE_CONTROL, h.cache_control);
+    if h.vary_accept {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    if let Some(url) = h.canonical {
+        insert(
+            headers,
+            header::LINK,
+            &format!("<{url}>; rel=\"canonical\""),
+        );
+    }
+    headers.insert(
+        HeaderName::from_static("x-imgmirror-source"),
+        HeaderValue::from_static(h.source.as_str()),
+    );
+    response
+}
+
+/// RFC 9110 §13.1: If-None-Match (weak comparison) wins; If-Modified-Since is only
+/// consulted without it.
+fn is_not_modified(request: &HeaderMap, etag: &str, modified: u64) -> bool {
+    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
+        let Ok(inm) = inm.to_str() else { return false };
+        return inm
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
+    }
+    let Some(ims) = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
+    UNIX_EPOCH + Duration::from_secs(modified) <= ims
+}
+
+/// The CORS preflight answer: any origin may GET or HEAD any image.
+pub fn preflight(request: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    common_headers(headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    let allow_headers = request
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(86_400));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Access-Control-Request-Headers"),
+    );
+    response
+}
+
+/// The JSON error body, with the same cross-origin headers as images so a page's
+/// script can read why an image failed.
+pub fn error(error: &AppError, config: &ResponseConfig) -> Response<Body> {
+    let (status, code) = error.status_and_code();
+    let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        // Don't leak paths and internals; the log has the detail.
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_string(),
+            _ => error.to_string(),
+        }
+    } else {
+        error.to_string()
+    };
+    let body = serde_json::json!({ "code": code, "message": message, "status": status.as_u16() });
+    json(status, &body, config, error)
+}
+
+fn json(
+    status: StatusCode,
+    body: &serde_json::Value,
+    config: &ResponseConfig,
+    error: &AppError,
+) -> Response<Body> {
+    let text = format!("{body}\n");
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    common_headers(headers);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    insert(headers, header::CACHE_CONTROL, &config.cache_control_error);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if let AppError::Unauthorized(_) = error {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// A small plain-text response (health, metrics).
+pub fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    common_headers(headers);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    // Values come from our own config and formatting; one that is not a valid header
+    // (a control character in a config string) is dropped rather than panicking.
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditional_requests() {
+        let etag = "\"abc\"";
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"abc\""),
+        );
+        assert!(is_not_modified(&h, etag, 1000));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Sat, 01 Jan 2050 00:00:00 GMT"),
+        );
+        // If-None-Match present and not matching: If-Modified-Since is ignored.
+        assert!(!is_not_modified(&h, etag, 1000));
+        h.remove(header::IF_NONE_MATCH);
+        assert!(is_not_modified(&h, etag, 1000));
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:01 GMT"),
+        );
+        assert!(!is_not_modified(&h, etag, 1000));
+    }
+}

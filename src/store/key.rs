@@ -1,0 +1,91 @@
+//! Content addresses: the SHA-256 that names every stored object and variant.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest, shown and parsed as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub(super) [u8; 32]);
+
+impl ContentHash {
+    /// Hashes `bytes`. At 1.6 GB/s with SHA-NI this is cheap next to any IO, but a
+    /// 25 MiB body still takes ~15 ms: call it off the async runtime for large bodies.
+    pub fn of(bytes: &[u8]) -> ContentHash {
+        ContentHash(Sha256::digest(bytes).into())
+    }
+
+    /// The hash of several parts, each length-prefixed so that part boundaries matter.
+    pub fn of_parts(parts: &[&[u8]]) -> ContentHash {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        ContentHash(hasher.finalize().into())
+    }
+
+    /// Parses 64 hex digits (either case); anything else is `None`.
+    pub fn parse(hex: &str) -> Option<ContentHash> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(ContentHash(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digest_and_round_trip() {
+        let h = ContentHash::of(b"abc");
+        assert_eq!(
+            h.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(ContentHash::parse(&h.to_hex()), Some(h));
+        assert_eq!(ContentHash::parse(&h.to_hex().to_uppercase()), Some(h));
+    }
+
+    #[test]
+    fn bad_hex_is_refused() {
+        assert_eq!(ContentHash::parse("abc"), None);
+        assert_eq!(ContentHash::parse(&"g".repeat(64)), None);
+        assert_eq!(ContentHash::parse(&"é".repeat(32)), None);
+    }
+
+    #[test]
+    fn parts_are_length_prefixed() {
+        assert_ne!(
+            ContentHash::of_parts(&[b"ab", b"c"]),
+            ContentHash::of_parts(&[b"a", b"bc"])
+        );
+    }
+}

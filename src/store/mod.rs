@@ -1,0 +1,533 @@
+//! The mirror: upstream URL → content-addressed original, kept for good.
+//!
+//! [`Store`] is the facade the server and the prefetcher use. It owns three layers —
+//! an in-memory LRU weighted by bytes ([`moka`]), the files on disk ([`disk`]) and the
+//! index that maps URLs to objects ([`index`]) — and the policy that ties them to the
+//! upstream:
+//!
+//! - a URL not mirrored yet is fetched exactly once however many requests ask for it
+//!   at the same time (moka's `try_get_with` coalesces them);
+//! - a failure is remembered for `cache.negative_ttl_secs` and never stored as success;
+//! - a mirrored URL is served from the mirror even when the upstream is gone; once
+//!   older than `cache.fresh_secs` it is revalidated in the background, and a changed
+//!   upstream image becomes a new object that the URL moves to.
+//!
+//! Ordering invariant: an object's file is committed before the index names it.
+//! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
+
+pub mod disk;
+pub mod index;
+pub mod key;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use url::Url;
+
+use crate::config::Config;
+use crate::upstream::{Fetched, Fetcher, Image, UpstreamError};
+pub use disk::{Disk, Kind};
+pub use index::{Index, ObjectMeta, UrlEntry};
+pub use key::ContentHash;
+
+/// Bytes in memory plus what they are.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub bytes: Bytes,
+    pub meta: Arc<ObjectMeta>,
+}
+
+/// Where a response's bytes came from, for logs and the `X-Imgmirror-Source` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Memory,
+    Disk,
+    Upstream,
+    Render,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Disk => "disk",
+            Source::Upstream => "upstream",
+            Source::Render => "render",
+        }
+    }
+}
+
+/// A mirrored original, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub blob: Blob,
+    pub source: Source,
+    /// The URL's index entry, when served by URL.
+    pub entry: Option<Arc<UrlEntry>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("storage failure: {0}")]
+    Io(String),
+    #[error("timed out waiting for another request's fetch of {0}")]
+    WaitTimeout(String),
+    /// Internal signal: the index names an object whose file is gone.
+    #[error("object {0} is missing")]
+    Missing(String),
+}
+
+/// Counters for `/metrics` and for tests that must prove work was not repeated.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub upstream_fetches: AtomicU64,
+    pub revalidations: AtomicU64,
+    pub renders: AtomicU64,
+}
+
+pub struct Store {
+    disk: Arc<Disk>,
+    index: Arc<Index>,
+    fetcher: Fetcher,
+    /// Hot objects and variants, weighted by their size.
+    memory: Cache<String, Blob>,
+    /// URL → index entry; also the single-flight point for first fetches.
+    urls: Cache<String, Arc<UrlEntry>>,
+    /// URL → the failure to repeat until it expires.
+    negative: Cache<String, StoreError>,
+    revalidating: Mutex<HashSet<String>>,
+    fresh: Duration,
+    wait_timeout: Duration,
+    stats: Stats,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory: clears stray temp files, opens the
+    /// index, builds the upstream client.
+    pub fn open(config: &Config) -> Result<Store, StoreError> {
+        let dir = &config.cache.dir;
+        let disk = Disk::open(dir).map_err(|e| io_error(&format!("{}", dir.display()), e))?;
+        let index = Index::open(&dir.join("index.redb"))
+            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        let fetcher = Fetcher::new(&config.upstream)
+            .map_err(|e| StoreError::Io(format!("cannot build the HTTP client: {e}")))?;
+        let memory = Cache::builder()
+            .max_capacity(config.cache.memory_bytes)
+            .weigher(|_key: &String, blob: &Blob| -> u32 {
+                u32::try_from(blob.bytes.len() + 256).unwrap_or(u32::MAX)
+            })
+            .build();
+        let negative = Cache::builder()
+            .max_capacity(if config.cache.negative_ttl_secs == 0 {
+                0
+            } else {
+                100_000
+            })
+            .time_to_live(Duration::from_secs(config.cache.negative_ttl_secs.max(1)))
+            .build();
+        Ok(Store {
+            disk: Arc::new(disk),
+            index: Arc::new(index),
+            fetcher,
+            memory,
+            urls: Cache::new(100_000),
+            negative,
+            revalidating: Mutex::new(HashSet::new()),
+            fresh: Duration::from_secs(config.cache.fresh_secs),
+            wait_timeout: Duration::from_secs(config.upstream.timeout_secs + 15),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The mirrored original for an upstream URL, fetching it on first use.
+    pub async fn get_by_url(self: &Arc<Self>, url: &Url) -> Result<Served, StoreError> {
+        // A second round only when the index pointed at a file that is gone.
+        for _ in 0..2 {
+            let fetched_here = AtomicBool::new(false);
+            let entry = self.entry(url, &fetched_here).await?;
+            let hash = ContentHash::parse(&entry.sha256)
+                .ok_or_else(|| StoreError::Io(format!("bad hash in index for {url}")))?;
+            match self.object(&hash).await {
+                Ok((blob, source)) => {
+                    let fetched = fetched_here.load(Ordering::Relaxed);
+                    if !fetched {
+                        self.maybe_revalidate(url, &entry);
+                    }
+                    let source = if fetched { Source::Upstream } else { source };
+                    return Ok(Served {
+                        blob,
+                        source,
+                        entry: Some(entry),
+                    });
+                }
+                Err(StoreError::Missing(_)) => {
+                    tracing::warn!(%url, sha256 = %hash, "mirrored object is missing on disk; fetching again");
+                    self.forget(url).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Missing(url.to_string()))
+    }
+
+    /// A mirrored original by its content hash (the `/m/<sha256>` permalink).
+    pub async fn get_by_hash(&self, hash: &ContentHash) -> Result<Option<Served>, StoreError> {
+        match self.object(hash).await {
+            Ok((blob, source)) => Ok(Some(Served {
+                blob,
+                source,
+                entry: None,
+            })),
+            Err(StoreError::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A derived file (a resized rendition), rendered by `render` at most once however
+    /// many requests ask for it concurrently, then kept in memory and on disk.
+    pub async fn get_variant<F, Fut, E>(
+        &self,
+        name: &ContentHash,
+        render: F,
+    ) -> Result<(Blob, Source), Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Blob, E>>,
+        E: From<StoreError> + Send + Sync + 'static,
+    {
+        let key = format!("v:{name}");
+        if let Some(blob) = self.memory.get(&key).await {
+            return Ok((blob, Source::Memory));
+        }
+        let source = Mutex::new(Source::Disk);
+        let blob = self
+            .memory
+            .try_get_with(key, async {
+                let (disk, hash) = (self.disk.clone(), *name);
+                let on_disk = blocking(move || {
+                    let Some(bytes) = disk
+                        .read(Kind::Variant, &hash)
+                        .map_err(|e| io_error("reading variant", e))?
+                    else {
+                        return Ok(None);
+                    };
+                    let meta = rebuild_meta(&hash, &bytes)?;
+                    Ok::<_, StoreError>(Some(Blob {
+                        bytes: Bytes::from(bytes),
+                        meta: Arc::new(meta),
+                    }))
+                })
+                .await
+                .map_err(E::from)?;
+                if let Some(blob) = on_disk {
+                    return Ok(blob);
+                }
+                let rendered = render().await?;
+                self.stats.renders.fetch_add(1, Ordering::Relaxed);
+                let (disk, hash, bytes) = (self.disk.clone(), *name, rendered.bytes.clone());
+                blocking(move || {
+                    disk.write(Kind::Variant, &hash, &bytes)
+                        .map_err(|e| io_error("writing variant", e))
+                })
+                .await
+                .map_err(E::from)?;
+                if let Ok(mut s) = source.lock() {
+                    *s = Source::Render;
+                }
+                Ok(rendered)
+            })
+            .await?;
+        let source = source.into_inner().unwrap_or(Source::Disk);
+        Ok((blob, source))
+    }
+
+    /// Forgets a URL: the next request fetches it again. Objects stay.
+    pub async fn forget(&self, url: &Url) -> Result<bool, StoreError> {
+        let key = url.to_string();
+        let index = self.index.clone();
+        let k = key.clone();
+        let removed = blocking(move || index.remove_url(&k).map_err(index_error)).await?;
+        self.urls.invalidate(&key).await;
+        self.negative.invalidate(&key).await;
+        Ok(removed)
+    }
+
+    /// The index entry for `url`: from memory, the index, or a first fetch, coalescing
+    /// concurrent first fetches into one.
+    async fn entry(
+        &self,
+        url: &Url,
+        fetched_here: &AtomicBool,
+    ) -> Result<Arc<UrlEntry>, StoreError> {
+        let key = url.to_string();
+        let load = async {
+            let index = self.index.clone();
+            let k = key.clone();
+            if let Some(entry) = blocking(move || index.url(&k).map_err(index_error)).await? {
+                return Ok(Arc::new(entry));
+            }
+            if let Some(failure) = self.negative.get(&key).await {
+                return Err(failure);
+            }
+            fetched_here.store(true, Ordering::Relaxed);
+            match self.mirror(url).await {
+                Ok(entry) => Ok(Arc::new(entry)),
+                Err(e) => {
+                    self.negative.insert(key.clone(), e.clone()).await;
+                    Err(e)
+                }
+            }
+        };
+        let waited =
+            tokio::time::timeout(self.wait_timeout, self.urls.try_get_with(key.clone(), load));
+        match waited.await {
+            Ok(Ok(entry)) => Ok(entry),
+            Ok(Err(e)) => Err((*e).clone()),
+            Err(_) => Err(StoreError::WaitTimeout(key)),
+        }
+    }
+
+    /// First fetch of a URL: fetch, verify, hash, commit the file, then the index.
+    async fn mirror(&self, url: &Url) -> Result<UrlEntry, StoreError> {
+        self.stats.upstream_fetches.fetch_add(1, Ordering::Relaxed);
+        let image = match self.fetcher.fetch(url, None).await? {
+            Fetched::Image(image) => image,
+            // Only a conditional request can be answered "not modified".
+            Fetched::NotModified(_) => {
+                return Err(StoreError::Io(format!("unexpected 304 from {url}")));
+            }
+        };
+        let entry = self.commit(url, image, None).await?;
+        tracing::info!(%url, sha256 = %entry.sha256, bytes = entry.bytes, "mirrored");
+        Ok(entry)
+    }
+
+    /// Stores a fetched image and points `url` at it; `previous` carries over the
+    /// URL's history (first fetch time, pins) when the upstream image changed.
+    async fn commit(
+        &self,
+        url: &Url,
+        image: Image,
+        previous: Option<&UrlEntry>,
+    ) -> Result<UrlEntry, StoreError> {
+        let (disk, index) = (self.disk.clone(), self.index.clone());
+        let bytes = image.bytes.clone();
+        let now = unix_now();
+        let mut entry = UrlEntry {
+            url: url.to_string(),
+            sha256: String::new(),
+            media_type: image.info.media_type.to_string(),
+            bytes: bytes.len() as u64,
+            width: image.info.width,
+            height: image.info.height,
+            first_fetched: previous.map_or(now, |p| p.first_fetched),
+            last_verified: now,
+            last_checked: now,
+            validators: image.validators.clone(),
+            last_upstream_status: image.status,
+            pinned_by: previous.map(|p| p.pinned_by.clone()).unwrap_or_default(),
+        };
+        let info = image.info;
+        let (entry, meta) = blocking(move || {
+            let hash = ContentHash::of(&bytes);
+            disk.write(Kind::Object, &hash, &bytes)
+                .map_err(|e| io_error("writing object", e))?;
+            let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
+                Some(existing) => existing,
+                None => ObjectMeta {
+                    sha256: hash.to_hex(),
+                    media_type: info.media_type.to_string(),
+                    extension: info.extension.to_string(),
+                    bytes: bytes.len() as u64,
+                    width: info.width,
+                    height: info.height,
+                    created: now,
+                },
+            };
+            entry.sha256 = hash.to_hex();
+            index.put(&meta, &entry).map_err(index_error)?;
+            Ok::<_, StoreError>((entry, meta))
+        })
+        .await?;
+        let blob = Blob {
+            bytes: image.bytes,
+            meta: Arc::new(meta),
+        };
+        self.memory
+            .insert(format!("o:{}", entry.sha256), blob)
+            .await;
+        Ok(entry)
+    }
+
+    /// An object's bytes from memory, else from disk (then kept in memory).
+    async fn object(&self, hash: &ContentHash) -> Result<(Blob, Source), StoreError> {
+        let key = format!("o:{hash}");
+        if let Some(blob) = self.memory.get(&key).await {
+            return Ok((blob, Source::Memory));
+        }
+        let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *hash);
+        let blob = self
+            .memory
+            .try_get_with(key, async move {
+                blocking(move || {
+                    let bytes = disk
+                        .read(Kind::Object, &hash)
+                        .map_err(|e| io_error("reading object", e))?
+                        .ok_or_else(|| StoreError::Missing(hash.to_hex()))?;
+                    let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
+                        Some(meta) => meta,
+                        None => rebuild_meta(&hash, &bytes)?,
+                    };
+                    Ok(Blob {
+                        bytes: Bytes::from(bytes),
+                        meta: Arc::new(meta),
+                    })
+                })
+                .await
+            })
+            .await
+            .map_err(|e: Arc<StoreError>| (*e).clone())?;
+        Ok((blob, Source::Disk))
+    }
+
+    /// Starts a background revalidation when the entry is older than `fresh_secs`,
+    /// unless one is already running for this URL.
+    fn maybe_revalidate(self: &Arc<Self>, url: &Url, entry: &Arc<UrlEntry>) {
+        let age = unix_now().saturating_sub(entry.last_checked);
+        if age < self.fresh.as_secs() {
+            return;
+        }
+        let key = url.to_string();
+        let started = match self.revalidating.lock() {
+            Ok(mut running) => running.insert(key.clone()),
+            Err(_) => false,
+        };
+        if !started {
+            return;
+        }
+        let (store, url, entry) = (self.clone(), url.clone(), entry.clone());
+        tokio::spawn(async move {
+            store.revalidate(&url, &entry).await;
+            if let Ok(mut running) = store.revalidating.lock() {
+                running.remove(&key);
+            }
+        });
+    }
+
+    async fn revalidate(&self, url: &Url, old: &UrlEntry) {
+        self.stats.revalidations.fetch_add(1, Ordering::Relaxed);
+        let now = unix_now();
+        let mut entry = old.clone();
+        entry.last_checked = now;
+        match self.fetcher.fetch(url, Some(&old.validators)).await {
+            Ok(Fetched::NotModified(validators)) => {
+                entry.last_verified = now;
+                entry.last_upstream_status = 304;
+                merge_validators(&mut entry.validators, validators);
+                tracing::debug!(%url, "upstream confirmed the mirrored copy (304)");
+            }
+            Ok(Fetched::Image(image)) => {
+                let same = {
+                    let bytes = image.bytes.clone();
+                    blocking(move || Ok::<_, StoreError>(ContentHash::of(&bytes))).await
+                }
+                .map(|h| h.to_hex() == old.sha256)
+                .unwrap_or(false);
+                if same {
+                    entry.last_verified = now;
+                    entry.last_upstream_status = image.status;
+                    entry.validators = image.validators;
+                } else {
+                    match self.commit(url, image, Some(old)).await {
+                        Ok(moved) => {
+                            tracing::info!(%url, from = %old.sha256, to = %moved.sha256, "upstream image changed; the URL now points at the new object");
+                            self.urls.insert(url.to_string(), Arc::new(moved)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(%url, error = %e, "could not store the changed upstream image; still serving the mirrored copy");
+                        }
+                    }
+                    return;
+                }
+            }
+            Err(e) => {
+                entry.last_upstream_status = match &e {
+                    UpstreamError::NotFound { status, .. }
+                    | UpstreamError::Status { status, .. } => *status,
+                    _ => 0,
+                };
+                tracing::warn!(%url, error = %e, "upstream failed on revalidation; serving the mirrored copy");
+            }
+        }
+        let index = self.index.clone();
+        let record = entry.clone();
+        if let Err(e) = blocking(move || index.put_url(&record).map_err(index_error)).await {
+            tracing::error!(%url, error = %e, "could not record the revalidation");
+        }
+        self.urls.insert(url.to_string(), Arc::new(entry)).await;
+    }
+}
+
+fn merge_validators(into: &mut crate::upstream::Validators, from: crate::upstream::Validators) {
+    if from.etag.is_some() {
+        into.etag = from.etag;
+    }
+    if from.last_modified.is_some() {
+        into.last_modified = from.last_modified;
+    }
+    if from.cache_control.is_some() {
+        into.cache_control = from.cache_control;
+    }
+}
+
+/// Metadata for a file whose index record is gone: the bytes still say what they are.
+fn rebuild_meta(hash: &ContentHash, bytes: &[u8]) -> Result<ObjectMeta, StoreError> {
+    let info = crate::upstream::verify::verify(bytes)
+        .map_err(|e| StoreError::Io(format!("object {hash} is not an image: {e}")))?;
+    Ok(ObjectMeta {
+        sha256: hash.to_hex(),
+        media_type: info.media_type.to_string(),
+        extension: info.extension.to_string(),
+        bytes: bytes.len() as u64,
+        width: info.width,
+        height: info.height,
+        created: unix_now(),
+    })
+}
+
+/// Runs blocking file and database work off the async runtime.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(E::from(StoreError::Io(format!(
+            "blocking task failed: {e}"
+        ))))
+    })
+}
+
+fn io_error(what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what}: {e}"))
+}
+
+fn index_error(e: index::IndexError) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

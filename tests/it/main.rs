@@ -1,1 +1,8 @@
-//! Integration tests: real imgmirror servers against a fixture origin on loopback.
+//! Integration tests: real imgmirror servers on 127.0.0.1 against a fixture origin that
+//! serves real photos and misbehaves on purpose. One binary (`autotests = false`).
+
+mod headers;
+mod lifecycle;
+mod mirror;
+mod ssrf;
+mod support;

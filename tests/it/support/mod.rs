@@ -1,0 +1,159 @@
+//! Test support: the misbehaving fixture origin, a real imgmirror server on
+//! 127.0.0.1:0 with a temporary data directory, and captured logs.
+
+pub mod origin;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use imgmirror::config::Config;
+use imgmirror::server::State;
+use tokio::sync::oneshot;
+
+pub use origin::{Origin, fixture};
+
+/// Everything the server logged, for tests that assert a log line was written.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("imgmirror=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        buffer
+    })
+    .clone()
+}
+
+/// True when some log line contains every one of `needles`.
+pub fn logged(needles: &[&str]) -> bool {
+    let logs = init_logs();
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    text.lines().any(|line| needles.iter().all(|n| line.contains(n)))
+}
+
+/// Waits up to 5 s for a log line containing every one of `needles`.
+pub async fn wait_logged(needles: &[&str]) -> bool {
+    for _ in 0..100 {
+        if logged(needles) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A config for tests: temp data dir, and the loopback origin allowed on its port.
+pub fn config_for(dir: &Path, origin: Option<&Origin>) -> Config {
+    let mut config = Config::default();
+    config.cache.dir = dir.to_path_buf();
+    config.server.shutdown_grace_secs = 5;
+    config.upstream.timeout_secs = 5;
+    if let Some(origin) = origin {
+        config.upstream.allow_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        config.upstream.allowed_ports = vec![80, 443, origin.addr.port()];
+    }
+    config
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Server {
+        init_logs();
+        let dir = config.cache.dir.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = State::new(config).expect("open store");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(imgmirror::server::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// The worker form for an upstream URL.
+    pub fn proxy(&self, upstream: &str) -> String {
+        self.url(&format!("/?{upstream}"))
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Number of files under `cache/<sub>/`.
+    pub fn files(&self, sub: &str) -> usize {
+        count_files(&self.dir.join(sub))
+    }
+}
+
+pub fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+pub fn client() -> reqwest::Client {
+    init_logs();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Percent-encodes a whole URL for the `url=` form.
+pub fn enc(url: &str) -> String {
+    percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// SHA-256 hex of bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    imgmirror::store::ContentHash::of(bytes).to_hex()
+}

@@ -1,0 +1,271 @@
+//! A fixture origin on 127.0.0.1:0 that serves the real photos in `tests/fixtures/` and
+//! misbehaves on demand. Paths:
+//!
+//! - `/img/<file>`: the file, with its true Content-Type, an ETag and Last-Modified
+//!   (answers 304 to a matching If-None-Match)
+//! - `/lie/<file>`: the file, labelled `text/html`
+//! - `/html-as-jpeg/<name>`: an HTML page labelled `image/jpeg`
+//! - `/status/<code>/<name>`: that status with a small HTML body
+//! - `/slow/<ms>/<file>`: waits, then serves the file
+//! - `/truncated/<file>`: announces the full length, sends half, closes
+//! - `/endless/<name>`: a chunked body that never ends (a JPEG header, then zeros)
+//! - `/huge-length/<name>`: announces a 1 GiB Content-Length
+//! - `/redirect/<n>/<file>`: a chain of n redirects ending at `/img/<file>`
+//! - `/redirect-to?<url>`: one redirect to an arbitrary URL
+//! - `/mutable/<name>`: whatever file [`Origin::set_mutable`] chose last
+//!
+//! Every request is counted per path, so tests can prove what was (not) fetched.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+pub fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+#[derive(Default)]
+struct Shared {
+    hits: Mutex<HashMap<String, usize>>,
+    mutable: Mutex<String>,
+}
+
+pub struct Origin {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Binds a given address (to restart an origin on the port it had).
+    pub async fn start_on(addr: SocketAddr) -> Origin {
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        *shared.mutable.lock().unwrap() = "photo-480.jpg".into();
+        let (stop, mut stopped) = oneshot::channel();
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            // Dropping the set when the loop ends aborts open connections too, so a
+            // stopped origin is really gone (no keep-alive connection lingers).
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stopped => break,
+                };
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| serve(state.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Requests seen for `path` (query included when there was one).
+    pub fn hits(&self, path: &str) -> usize {
+        self.shared.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.shared.hits.lock().unwrap().values().sum()
+    }
+
+    pub fn set_mutable(&self, file: &str) {
+        *self.shared.mutable.lock().unwrap() = file.to_string();
+    }
+
+    /// Stops accepting; the port is closed when this returns.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let body: Bytes = body.into();
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(Full::new(body).map_err(|never| match never {}).boxed())
+        .unwrap()
+}
+
+fn media_type(file: &str) -> &'static str {
+    match file.rsplit('.').next() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        _ => "application/octet-stream",
+    }
+}
+
+fn file_response(file: &str, request: &Request<Incoming>, content_type: &str) -> Response<Body> {
+    let Ok(bytes) = std::fs::read(fixture_path(file)) else {
+        return full(StatusCode::NOT_FOUND, "text/html", "<h1>not found</h1>");
+    };
+    let etag = format!("\"{}-{}\"", file, bytes.len());
+    if request
+        .headers()
+        .get("if-none-match")
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header("etag", &etag)
+            .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+            .unwrap();
+    }
+    let mut response = full(StatusCode::OK, content_type, bytes);
+    response
+        .headers_mut()
+        .insert("etag", etag.parse().unwrap());
+    response.headers_mut().insert(
+        "last-modified",
+        "Mon, 31 Jan 2022 15:10:03 GMT".parse().unwrap(),
+    );
+    response
+}
+
+async fn serve(state: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_string();
+    let key = match request.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    *state.hits.lock().unwrap().entry(key).or_default() += 1;
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    let response = match parts.as_slice() {
+        ["img", file] => file_response(file, &request, media_type(file)),
+        ["lie", file] => file_response(file, &request, "text/html; charset=utf-8"),
+        ["html-as-jpeg", _] => full(
+            StatusCode::OK,
+            "image/jpeg",
+            "<!DOCTYPE html><html><body>Hotlinking is not allowed</body></html>",
+        ),
+        ["status", code, _] => {
+            let code = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            full(code.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "text/html", "<h1>error</h1>")
+        }
+        ["slow", ms, file] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            file_response(file, &request, media_type(file))
+        }
+        ["truncated", file] => {
+            let bytes = fixture(file);
+            let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
+            let stream = futures_stream(vec![half], true);
+            Response::builder()
+                .header("content-type", "image/jpeg")
+                .header("content-length", bytes.len())
+                .body(stream)
+                .unwrap()
+        }
+        ["endless", _] => {
+            let mut chunks = vec![Bytes::from(fixture("photo-480.jpg")[..1024].to_vec())];
+            chunks.extend(std::iter::repeat_n(Bytes::from(vec![0u8; 64 * 1024]), 100_000));
+            Response::builder()
+                .header("content-type", "image/jpeg")
+                .body(futures_stream(chunks, false))
+                .unwrap()
+        }
+        ["huge-length", _] => Response::builder()
+            .header("content-type", "image/jpeg")
+            .header("content-length", 1u64 << 30)
+            .body(futures_stream(vec![Bytes::from(fixture("photo-480.jpg"))], true))
+            .unwrap(),
+        ["redirect", n, file] => {
+            let n: u32 = n.parse().unwrap_or(0);
+            let location = if n <= 1 {
+                format!("/img/{file}")
+            } else {
+                format!("/redirect/{}/{file}", n - 1)
+            };
+            Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", location)
+                .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+                .unwrap()
+        }
+        ["redirect-to"] => Response::builder()
+            .status(StatusCode::MOVED_PERMANENTLY)
+            .header("location", request.uri().query().unwrap_or("/"))
+            .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+            .unwrap(),
+        ["mutable", _] => {
+            let file = state.mutable.lock().unwrap().clone();
+            file_response(&file, &request, media_type(&file))
+        }
+        _ => full(StatusCode::NOT_FOUND, "text/html", "<h1>not found</h1>"),
+    };
+    Ok(response)
+}
+
+/// A body made of `chunks`, sent with a pause between them; `fail_at_end` ends it with
+/// an error, which aborts the connection mid-body (a truncated transfer).
+fn futures_stream(chunks: Vec<Bytes>, fail_at_end: bool) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        for chunk in chunks {
+            if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if fail_at_end {
+            let _ = tx
+                .send(Err(std::io::Error::other("origin cut the body short")))
+                .await;
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

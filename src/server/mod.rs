@@ -164,19 +164,16 @@ async fn handle(
         HeaderName::from_static("x-request-id"),
         HeaderValue::from(id),
     );
-    let bytes = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("0")
-        .to_string();
+    let bytes = hyper::body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
     tracing::info!(
         parent: &span,
         %peer,
         route = outcome.route,
         status = response.status().as_u16(),
         source = outcome.source.map_or("-", Source::as_str),
-        bytes = %bytes,
+        bytes,
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "served"
     );

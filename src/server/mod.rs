@@ -8,6 +8,7 @@
 //! The server owns no image logic: it parses the request, asks the store (and the
 //! transform pool) for bytes, and turns the answer or the error into a response.
 
+mod admin;
 pub mod response;
 pub mod router;
 
@@ -200,6 +201,7 @@ async fn dispatch(
         Route::Prefetch => Err(AppError::Route(router::RouteError::NotFound(
             "/prefetch".into(),
         ))),
+        Route::Purge { upstream } => admin::purge(state, request.headers(), &upstream).await,
         Route::Proxy { upstream, options } => {
             reject_options(&options)?;
             let served = state.store.get_by_url(&upstream).await?;

@@ -4,7 +4,8 @@
 //!   upstream URL, its own query string included, percent-encoded or not.
 //! - `GET /?url=<percent-encoded URL>[&option=…]`: the explicit form, with options.
 //! - `GET /m/<sha256>[.<ext>][?option=…]`: the content-addressed permalink.
-//! - `GET /healthz`, `GET /metrics`, `POST /prefetch`; `OPTIONS` anywhere (preflight).
+//! - `GET /healthz`, `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` (purge).
+//! - `OPTIONS` anywhere (preflight).
 //!
 //! Parsing only: nothing here touches the store or the network.
 
@@ -28,6 +29,10 @@ pub enum Route {
         upstream: Url,
         options: Options,
     },
+    /// `DELETE /?…`: forget a mirrored URL (admin).
+    Purge {
+        upstream: Url,
+    },
     /// A mirrored original by content hash.
     Permalink {
         hash: ContentHash,
@@ -45,6 +50,7 @@ impl Route {
             Route::Preflight => "preflight",
             Route::Prefetch => "prefetch",
             Route::Proxy { .. } => "proxy",
+            Route::Purge { .. } => "purge",
             Route::Permalink { .. } => "permalink",
         }
     }
@@ -65,6 +71,12 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         return Ok(Route::Preflight);
     }
     let route = match path {
+        "/" if method == Method::DELETE => {
+            return match proxy(query)? {
+                Route::Proxy { upstream, .. } => Ok(Route::Purge { upstream }),
+                other => Ok(other),
+            };
+        }
         "/" => proxy(query)?,
         "/healthz" => Route::Health,
         "/metrics" => Route::Metrics,
@@ -282,5 +294,11 @@ mod tests {
             Err(RouteError::MethodNotAllowed(_))
         ));
         assert!(matches!(get("/nope", None), Err(RouteError::NotFound(_))));
+        assert_eq!(
+            route(&Method::DELETE, "/", Some("http://a.example/x.jpg")),
+            Ok(Route::Purge {
+                upstream: Url::parse("http://a.example/x.jpg").unwrap()
+            })
+        );
     }
 }

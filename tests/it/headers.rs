@@ -31,7 +31,10 @@ async fn image_responses_carry_the_headers_browsers_and_cdns_need() {
     assert_eq!(h["cross-origin-resource-policy"], "cross-origin");
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["content-security-policy"], "default-src 'none'; sandbox");
-    assert_eq!(h["link"], format!("<{upstream}>; rel=\"canonical\"").as_str());
+    assert_eq!(
+        h["link"],
+        format!("<{upstream}>; rel=\"canonical\"").as_str()
+    );
     assert!(h.get("vary").is_none());
     assert!(h.get("x-request-id").is_some());
 }
@@ -44,7 +47,10 @@ async fn etag_and_if_modified_since_give_304() {
     let url = server.proxy(&origin.url("/img/photo-480.jpg"));
     let first = client().get(&url).send().await.unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_string();
-    let last_modified = first.headers()["last-modified"].to_str().unwrap().to_string();
+    let last_modified = first.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_string();
 
     let revalidated = client()
         .get(&url)
@@ -112,7 +118,10 @@ async fn cors_preflight_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config_for(dir.path(), None)).await;
     let response = client()
-        .request(reqwest::Method::OPTIONS, server.url("/?http://example.com/a.jpg"))
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url("/?http://example.com/a.jpg"),
+        )
         .header("origin", "https://blog.example")
         .header("access-control-request-method", "GET")
         .header("access-control-request-headers", "x-custom")
@@ -122,7 +131,12 @@ async fn cors_preflight_is_answered() {
     assert_eq!(response.status(), 204);
     let h = response.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("GET"));
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
     assert_eq!(h["access-control-allow-headers"], "x-custom");
     assert!(h.get("access-control-max-age").is_some());
 }
@@ -170,4 +184,78 @@ async fn bad_requests_get_a_json_error_with_a_stable_code() {
     }
     let post = client().post(server.url("/healthz")).send().await.unwrap();
     assert_eq!(post.status(), 405);
+}
+
+#[tokio::test]
+async fn purge_needs_the_admin_token_and_makes_the_next_request_fetch_again() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), Some(&origin));
+    config.admin.token = "s3cret-token".into();
+    let server = Server::start(config).await;
+    let upstream = origin.url("/img/photo-480.jpg");
+    assert_eq!(
+        client()
+            .get(server.proxy(&upstream))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let purge = |token: Option<&'static str>| {
+        let request = client().delete(server.proxy(&upstream));
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        request.send()
+    };
+    assert_eq!(purge(None).await.unwrap().status(), 401);
+    assert_eq!(purge(Some("s3cret-tokem")).await.unwrap().status(), 403);
+    assert_eq!(purge(Some("s3cret-token")).await.unwrap().status(), 200);
+    assert_eq!(purge(Some("s3cret-token")).await.unwrap().status(), 404);
+
+    let again = client().get(server.proxy(&upstream)).send().await.unwrap();
+    assert_eq!(again.headers()["x-imgmirror-source"], "upstream");
+    assert_eq!(origin.hits("/img/photo-480.jpg"), 2);
+}
+
+#[tokio::test]
+async fn admin_endpoints_are_off_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config_for(dir.path(), None)).await;
+    let response = client()
+        .delete(server.proxy("http://example.com/a.jpg"))
+        .bearer_auth("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn slow_header_senders_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), None);
+    config.server.header_read_timeout_secs = 1;
+    let server = Server::start(config).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after a 408) instead of waiting forever.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
 }

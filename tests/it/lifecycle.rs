@@ -21,7 +21,13 @@ async fn shutdown_finishes_in_flight_requests() {
         fixture("photo-1080.jpg").as_slice()
     );
     // And nothing is accepted any more.
-    assert!(client().get(format!("http://{}/healthz", server.addr)).send().await.is_err());
+    assert!(
+        client()
+            .get(format!("http://{}/healthz", server.addr))
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -32,7 +38,12 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         l.local_addr().unwrap().port()
     };
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cache-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cache-dir",
+        ])
         .arg(dir.path())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .kill_on_drop(true)

@@ -44,7 +44,11 @@ async fn worker_form_keeps_the_upstream_query_string_and_accepts_percent_encodin
     );
 
     // The same URL percent-encoded as a whole is the same mirror entry.
-    let encoded = client().get(server.proxy(&enc(&upstream))).send().await.unwrap();
+    let encoded = client()
+        .get(server.proxy(&enc(&upstream)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(encoded.status(), 200);
     assert_eq!(encoded.headers()["x-imgmirror-source"], "memory");
     assert_eq!(origin.hits("/img/photo-480.jpg?v=2&size=big"), 1);
@@ -66,7 +70,10 @@ async fn explicit_form_and_permalink_serve_the_same_bytes() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["etag"], format!("\"{hash}\"").as_str());
-    assert_eq!(response.bytes().await.unwrap().as_ref(), original.as_slice());
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        original.as_slice()
+    );
 
     for path in [format!("/m/{hash}"), format!("/m/{hash}.jpg")] {
         let response = client().get(server.url(&path)).send().await.unwrap();
@@ -77,7 +84,10 @@ async fn explicit_form_and_permalink_serve_the_same_bytes() {
         );
         assert_eq!(response.headers()["etag"], format!("\"{hash}\"").as_str());
         assert!(response.headers().get("link").is_none());
-        assert_eq!(response.bytes().await.unwrap().as_ref(), original.as_slice());
+        assert_eq!(
+            response.bytes().await.unwrap().as_ref(),
+            original.as_slice()
+        );
     }
 
     // Unknown hash, and unknown options before the transform work lands.
@@ -94,7 +104,10 @@ async fn explicit_form_and_permalink_serve_the_same_bytes() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     let body: serde_json::Value = bad.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("frobnicate"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("frobnicate"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -102,8 +115,16 @@ async fn identical_bytes_from_two_urls_are_stored_once() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config_for(dir.path(), Some(&origin))).await;
-    for path in ["/img/photo-480.jpg", "/redirect/2/photo-480.jpg", "/lie/photo-480.jpg"] {
-        let response = client().get(server.proxy(&origin.url(path))).send().await.unwrap();
+    for path in [
+        "/img/photo-480.jpg",
+        "/redirect/2/photo-480.jpg",
+        "/lie/photo-480.jpg",
+    ] {
+        let response = client()
+            .get(server.proxy(&origin.url(path)))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         // A lying Content-Type does not matter: the type comes from the bytes.
         assert_eq!(response.headers()["content-type"], "image/jpeg", "{path}");
@@ -143,7 +164,15 @@ async fn mirrored_copy_outlives_a_stopped_upstream_with_a_log_line() {
     config.cache.fresh_secs = 0;
     let server = Server::start(config).await;
     let upstream = origin.url("/img/photo-480.jpg");
-    assert_eq!(client().get(server.proxy(&upstream)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.proxy(&upstream))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     origin.stop().await;
     let response = client().get(server.proxy(&upstream)).send().await.unwrap();
@@ -166,7 +195,15 @@ async fn mirrored_copy_outlives_an_upstream_404() {
     config.cache.fresh_secs = 0;
     let server = Server::start(config).await;
     let upstream = origin.url("/mutable/x.jpg");
-    assert_eq!(client().get(server.proxy(&upstream)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.proxy(&upstream))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     origin.set_mutable("does-not-exist.jpg");
     for _ in 0..3 {
@@ -189,7 +226,10 @@ async fn a_changed_upstream_image_moves_the_url_to_a_new_object() {
     let server = Server::start(config).await;
     let upstream = origin.url("/mutable/y.jpg");
     let first = client().get(server.proxy(&upstream)).send().await.unwrap();
-    assert_eq!(first.headers()["etag"], format!("\"{}\"", sha256(&fixture("photo-480.jpg"))).as_str());
+    assert_eq!(
+        first.headers()["etag"],
+        format!("\"{}\"", sha256(&fixture("photo-480.jpg"))).as_str()
+    );
 
     origin.set_mutable("astronaut-512.jpg");
     // This request still gets the mirrored copy and triggers the revalidation.
@@ -221,7 +261,10 @@ async fn a_restart_serves_everything_mirrored_before_it_and_cleans_temp_files() 
     origin.stop().await;
 
     // A crash mid-write leaves a temp file; it must never be served and is removed.
-    let leftover = dir.path().join("tmp").join(format!("{}.1.0", "ab".repeat(32)));
+    let leftover = dir
+        .path()
+        .join("tmp")
+        .join(format!("{}.1.0", "ab".repeat(32)));
     std::fs::write(&leftover, b"partial bytes").unwrap();
 
     let restarted = Server::start(config).await;
@@ -231,7 +274,10 @@ async fn a_restart_serves_everything_mirrored_before_it_and_cleans_temp_files() 
         let response = client().get(url).send().await.unwrap();
         assert_eq!(response.status(), 200, "{name}");
         assert_eq!(response.headers()["x-imgmirror-source"], "disk");
-        assert_eq!(response.bytes().await.unwrap().as_ref(), fixture(name).as_slice());
+        assert_eq!(
+            response.bytes().await.unwrap().as_ref(),
+            fixture(name).as_slice()
+        );
     }
     let partial = restarted.url(&format!("/m/{}", "ab".repeat(32)));
     assert_eq!(client().get(partial).send().await.unwrap().status(), 404);
@@ -251,7 +297,10 @@ async fn non_image_bodies_are_415_and_not_stored() {
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "not-an-image");
-    assert!(body["message"].as_str().unwrap().contains("image/jpeg"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("image/jpeg"),
+        "{body}"
+    );
     assert_eq!(server.files("objects"), 0);
     assert_eq!(server.files("tmp"), 0);
 }
@@ -282,7 +331,11 @@ async fn bodies_over_the_cap_are_413_without_reading_them_all() {
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "too-large");
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(server.files("objects"), 0);
 
     // A body just under the cap is fine.
@@ -310,7 +363,11 @@ async fn upstream_failures_map_to_clear_statuses_and_are_not_stored() {
         ("/redirect/6/photo-480.jpg", 502, "upstream-error"),
     ];
     for (path, status, code) in cases {
-        let response = client().get(server.proxy(&origin.url(path))).send().await.unwrap();
+        let response = client()
+            .get(server.proxy(&origin.url(path)))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), status, "{path}");
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
         let body: serde_json::Value = response.json().await.unwrap();

@@ -51,7 +51,8 @@ async fn a_host_name_pinned_to_loopback_is_refused_unless_allowed() {
         .resolve
         .insert("static.1sapp.com:80".into(), origin.addr);
     let server = Server::start(config.clone()).await;
-    let upstream = "http://static.1sapp.com/qupost/img/2022/01/31/f8a4283e70d403f54ac17f21b5a1cadf.jpeg";
+    let upstream =
+        "http://static.1sapp.com/qupost/img/2022/01/31/f8a4283e70d403f54ac17f21b5a1cadf.jpeg";
     assert_eq!(code_of(&server, upstream).await.0, 403);
     assert_eq!(origin.total_hits(), 0);
 
@@ -71,7 +72,10 @@ async fn a_host_name_pinned_to_loopback_is_refused_unless_allowed() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(ok.bytes().await.unwrap().as_ref(), fixture("photo-480.jpg").as_slice());
+    assert_eq!(
+        ok.bytes().await.unwrap().as_ref(),
+        fixture("photo-480.jpg").as_slice()
+    );
 }
 
 #[tokio::test]

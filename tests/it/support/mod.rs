@@ -49,7 +49,8 @@ fn init_logs() -> Arc<Mutex<Vec<u8>>> {
 pub fn logged(needles: &[&str]) -> bool {
     let logs = init_logs();
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    text.lines().any(|line| needles.iter().all(|n| line.contains(n)))
+    text.lines()
+        .any(|line| needles.iter().all(|n| line.contains(n)))
 }
 
 /// Waits up to 5 s for a log line containing every one of `needles`.

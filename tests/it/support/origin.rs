@@ -101,7 +101,13 @@ impl Origin {
 
     /// Requests seen for `path` (query included when there was one).
     pub fn hits(&self, path: &str) -> usize {
-        self.shared.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn total_hits(&self) -> usize {
@@ -156,13 +162,15 @@ fn file_response(file: &str, request: &Request<Incoming>, content_type: &str) ->
         return Response::builder()
             .status(StatusCode::NOT_MODIFIED)
             .header("etag", &etag)
-            .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+            .body(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
             .unwrap();
     }
     let mut response = full(StatusCode::OK, content_type, bytes);
-    response
-        .headers_mut()
-        .insert("etag", etag.parse().unwrap());
+    response.headers_mut().insert("etag", etag.parse().unwrap());
     response.headers_mut().insert(
         "last-modified",
         "Mon, 31 Jan 2022 15:10:03 GMT".parse().unwrap(),
@@ -170,7 +178,10 @@ fn file_response(file: &str, request: &Request<Incoming>, content_type: &str) ->
     response
 }
 
-async fn serve(state: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn serve(
+    state: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_string();
     let key = match request.uri().query() {
         Some(q) => format!("{path}?{q}"),
@@ -188,7 +199,11 @@ async fn serve(state: Arc<Shared>, request: Request<Incoming>) -> Result<Respons
         ),
         ["status", code, _] => {
             let code = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
-            full(code.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "text/html", "<h1>error</h1>")
+            full(
+                code.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "text/html",
+                "<h1>error</h1>",
+            )
         }
         ["slow", ms, file] => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
@@ -206,7 +221,10 @@ async fn serve(state: Arc<Shared>, request: Request<Incoming>) -> Result<Respons
         }
         ["endless", _] => {
             let mut chunks = vec![Bytes::from(fixture("photo-480.jpg")[..1024].to_vec())];
-            chunks.extend(std::iter::repeat_n(Bytes::from(vec![0u8; 64 * 1024]), 100_000));
+            chunks.extend(std::iter::repeat_n(
+                Bytes::from(vec![0u8; 64 * 1024]),
+                100_000,
+            ));
             Response::builder()
                 .header("content-type", "image/jpeg")
                 .body(futures_stream(chunks, false))
@@ -215,7 +233,10 @@ async fn serve(state: Arc<Shared>, request: Request<Incoming>) -> Result<Respons
         ["huge-length", _] => Response::builder()
             .header("content-type", "image/jpeg")
             .header("content-length", 1u64 << 30)
-            .body(futures_stream(vec![Bytes::from(fixture("photo-480.jpg"))], true))
+            .body(futures_stream(
+                vec![Bytes::from(fixture("photo-480.jpg"))],
+                true,
+            ))
             .unwrap(),
         ["redirect", n, file] => {
             let n: u32 = n.parse().unwrap_or(0);
@@ -227,13 +248,21 @@ async fn serve(state: Arc<Shared>, request: Request<Incoming>) -> Result<Respons
             Response::builder()
                 .status(StatusCode::FOUND)
                 .header("location", location)
-                .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+                .body(
+                    Full::new(Bytes::new())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
                 .unwrap()
         }
         ["redirect-to"] => Response::builder()
             .status(StatusCode::MOVED_PERMANENTLY)
             .header("location", request.uri().query().unwrap_or("/"))
-            .body(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+            .body(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
             .unwrap(),
         ["mutable", _] => {
             let file = state.mutable.lock().unwrap().clone();
@@ -266,6 +295,7 @@ fn futures_stream(chunks: Vec<Bytes>, fail_at_end: bool) -> Body {
 
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
-) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static {
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
+{
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -47,6 +47,18 @@ impl Tag {
     pub fn has(&self, name: &str) -> bool {
         self.attr(name).is_some()
     }
+
+    /// Whether every attribute name is an ordinary one. A tag left open by broken markup
+    /// swallows what follows as attribute names (`<img src="…"` then `</div>` gives an
+    /// attribute `</div`); appending attributes there would only add to the mess.
+    pub fn is_well_formed(&self) -> bool {
+        self.attrs.iter().all(|a| {
+            !a.name.is_empty()
+                && a.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.'))
+        })
+    }
 }
 
 /// The `<img>` and `<source>` start tags in `text[range]`, in document order, with positions

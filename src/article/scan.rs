@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::frontmatter::{self, line_of};
+use super::frontmatter;
 use super::html::{self, Tag};
 use super::markdown;
 use super::urls::{self, Class};
@@ -59,13 +59,14 @@ pub(crate) fn scan(
         .filter(|base| !base.is_empty())
         .collect();
     let mut out = Scan::default();
+    let lines = LineIndex::new(text);
 
     let fm = frontmatter::split(text);
     let body_start = fm.as_ref().map_or(0, |fm| fm.body_start);
     if let Some(fm) = &fm {
         for value in frontmatter::values(text, fm)? {
             let http_ok = urls::front_matter_http_ok(&value.key, &value.value);
-            let line = line_of(text, value.range.start);
+            let line = lines.line(value.range.start);
             match urls::classify(&value.value, settings, &own, http_ok) {
                 Class::Rewrite(upstream) => out.urls.push(Found {
                     range: value.range,
@@ -82,18 +83,25 @@ pub(crate) fn scan(
     }
 
     match kind {
-        Kind::Html => scan_html(text, body_start..text.len(), settings, &own, &mut out)?,
+        Kind::Html => scan_html(
+            text,
+            body_start..text.len(),
+            settings,
+            &own,
+            &lines,
+            &mut out,
+        )?,
         Kind::Markdown => {
             let body = markdown::scan(text, body_start);
             for range in body.html {
-                scan_html(text, range, settings, &own, &mut out)?;
+                scan_html(text, range, settings, &own, &lines, &mut out)?;
             }
             for image in body.images {
                 out.first_image_at = Some(
                     out.first_image_at
                         .map_or(image.site.start, |at| at.min(image.site.start)),
                 );
-                let line = line_of(text, image.site.start);
+                let line = lines.line(image.site.start);
                 match urls::classify(&image.dest, settings, &own, true) {
                     Class::Rewrite(upstream) => match image.range {
                         Some(range) => out.urls.push(Found {
@@ -125,6 +133,7 @@ fn scan_html(
     range: Range<usize>,
     settings: &Settings,
     own: &[&str],
+    lines: &LineIndex,
     out: &mut Scan,
 ) -> Result<(), ArticleError> {
     for tag in html::tags(text, range)? {
@@ -169,7 +178,7 @@ fn scan_html(
             };
             for piece in pieces {
                 let range = value.start + piece.start..value.start + piece.end;
-                let line = line_of(text, range.start);
+                let line = lines.line(range.start);
                 let decoded = urls::decode_entities(&text[range.clone()]);
                 match urls::classify(&decoded, settings, own, true) {
                     Class::Rewrite(upstream) => out.urls.push(Found {
@@ -196,4 +205,41 @@ fn scan_html(
 
 fn invalid(line: usize, upstream: &str) -> String {
     format!("line {line}: worker URL without a valid http(s) upstream left as is: {upstream:?}")
+}
+
+/// Byte offset → 1-based line, by binary search over line starts, so a post with thousands
+/// of images is not rescanned from the top for each one.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_agrees_with_counting() {
+        let text = "a\nbc\r\n\nd";
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() {
+            assert_eq!(
+                index.line(offset),
+                frontmatter::line_of(text, offset),
+                "{offset}"
+            );
+        }
+    }
 }

@@ -108,6 +108,9 @@ pub(crate) fn apply(text: &str, scan: &Scan, target: &Target) -> Rewritten {
 
 /// The attributes to add to a rewritten `<img>`, as one insertion after its last attribute.
 fn img_additions(tag: &Tag, founds: &[&Found], scan: &Scan, target: &Target) -> Option<Edit> {
+    if !tag.is_well_formed() {
+        return None;
+    }
     let quote = tag
         .attr("src")
         .and_then(|a| a.quote)

@@ -676,3 +676,65 @@ fn write_atomic_replaces_whole_file_and_keeps_permissions() {
     assert!(write_atomic(&nowhere, b"x").is_err());
     assert!(!dir.path().join("no").exists());
 }
+
+/// The posts in `tests/fixtures/articles/` against their reviewed `<name>.expected` output
+/// (regenerate with `IMGMIRROR_BLESS=1`, then review the diff). A post that must fail has no
+/// expected file but an expected error.
+#[test]
+fn fixture_posts_match_their_expected_output() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/articles");
+    let bless = std::env::var_os("IMGMIRROR_BLESS").is_some();
+    // (post, Ok((URLs changed, warnings)) or the start of the expected error)
+    let cases: &[(&str, Result<(usize, usize), &str>)] = &[
+        ("crlf.md", Ok((5, 0))),
+        ("no-front-matter.html", Ok((9, 0))),
+        ("broken.md", Ok((2, 1))),
+        (
+            "bad-front-matter.md",
+            Err("front matter is not valid yaml at line 3"),
+        ),
+        (
+            "ambiguous.html",
+            Err("html starting at line 1 could not be tokenized"),
+        ),
+    ];
+    for (name, want) in cases {
+        let path = dir.join(name);
+        let input = fs::read_to_string(&path).expect("fixture");
+        let kind = Kind::from_path(&path).expect("a post");
+        let result = rewrite(&input, kind, &Settings::default(), &target());
+        match (want, result) {
+            (Ok((changed, warnings)), Ok(out)) => {
+                assert_eq!(out.changed, *changed, "{name}");
+                assert_eq!(out.warnings.len(), *warnings, "{name}: {:?}", out.warnings);
+                let expected_path = dir.join(format!("{name}.expected"));
+                if bless {
+                    fs::write(&expected_path, &out.text).expect("bless");
+                }
+                let expected = fs::read_to_string(&expected_path).expect("expected output");
+                assert!(
+                    out.text == expected,
+                    "{name}: output differs from {name}.expected"
+                );
+                let again =
+                    rewrite(&out.text, kind, &Settings::default(), &target()).expect("again");
+                assert_eq!(
+                    (again.changed, &again.text),
+                    (0, &out.text),
+                    "{name}: second run"
+                );
+                // Line endings are kept: a CRLF post has no bare LF afterwards.
+                if input.contains("\r\n") {
+                    assert_eq!(
+                        out.text.matches('\n').count(),
+                        out.text.matches("\r\n").count()
+                    );
+                }
+            }
+            (Err(message), Err(err)) => {
+                assert!(err.to_string().starts_with(message), "{name}: {err}");
+            }
+            (want, got) => panic!("{name}: wanted {want:?}, got {got:?}"),
+        }
+    }
+}

@@ -684,8 +684,9 @@ fn write_atomic_replaces_whole_file_and_keeps_permissions() {
 fn fixture_posts_match_their_expected_output() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/articles");
     let bless = std::env::var_os("IMGMIRROR_BLESS").is_some();
-    // (post, Ok((URLs changed, warnings)) or the start of the expected error)
-    let cases: &[(&str, Result<(usize, usize), &str>)] = &[
+    /// URLs changed and warnings, or the start of the expected error.
+    type Outcome = Result<(usize, usize), &'static str>;
+    let cases: &[(&str, Outcome)] = &[
         ("crlf.md", Ok((5, 0))),
         ("no-front-matter.html", Ok((9, 0))),
         ("broken.md", Ok((2, 1))),

@@ -108,6 +108,9 @@ pub fn rewrite_paths(
             report.files.push(failed(path, err));
         }
     }
+    // A post named twice (itself and through its folder) is rewritten once.
+    let mut seen = std::collections::HashSet::new();
+    posts.retain(|(path, _)| seen.insert(fs::canonicalize(path).unwrap_or_else(|_| path.clone())));
     for (path, kind) in posts {
         report.files.push(rewrite_file(
             &path,
@@ -255,12 +258,20 @@ fn collect(
     Ok(())
 }
 
-/// Replaces `path` with `bytes` atomically: a temp file in the same folder (so the rename
+/// Replaces `path` (or the file a symbolic link points to) with `bytes` atomically: a temp file in the same folder (so the rename
 /// cannot cross file systems), written, fsynced, given the old file's permissions, renamed
 /// over the original, then the folder fsynced so the rename itself survives a crash. On any
 /// error the temp file is removed and the original is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Renaming over a symbolic link would replace the link with a file; write its target.
+    let resolved;
+    let path = if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        resolved = fs::canonicalize(path)?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

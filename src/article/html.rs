@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use lol_html::{HtmlRewriter, Settings, element};
+use lol_html::{HtmlRewriter, Settings, element, text};
 
 use super::ArticleError;
 use super::frontmatter::line_of;
@@ -64,13 +64,23 @@ impl Tag {
 /// The `<img>` and `<source>` start tags in `text[range]`, in document order, with positions
 /// in `text`. The range is tokenized on its own, so a Markdown post's HTML blocks cannot leak
 /// tokenizer state (an unclosed `<script>`, say) into each other.
+///
+/// `<noscript>` content is raw text to a tokenizer with scripting on (as lol_html is), yet it
+/// is where lazy-loading themes put the real `<img>`; it is tokenized again as markup.
 pub(crate) fn tags(text: &str, range: Range<usize>) -> Result<Vec<Tag>, ArticleError> {
+    let mut tags = tags_once(text, range.clone(), true)?;
+    tags.sort_by_key(|t| t.span.start);
+    Ok(tags)
+}
+
+fn tags_once(text: &str, range: Range<usize>, descend: bool) -> Result<Vec<Tag>, ArticleError> {
     let base = range.start;
     let html = &text[range];
     let found: RefCell<Vec<Tag>> = RefCell::new(Vec::new());
+    let noscript: RefCell<Vec<Range<usize>>> = RefCell::new(Vec::new());
     {
-        let settings =
-            Settings::new().append_element_content_handler(element!("img, source", |el| {
+        let settings = Settings::new()
+            .append_element_content_handler(element!("img, source", |el| {
                 let span = el.source_location().bytes();
                 let mut insert_at = span.start + 1 + el.tag_name_preserve_case().len();
                 let attrs = el
@@ -100,6 +110,16 @@ pub(crate) fn tags(text: &str, range: Range<usize>) -> Result<Vec<Tag>, ArticleE
                     insert_at: base + insert_at,
                 });
                 Ok(())
+            }))
+            .append_element_content_handler(text!("noscript", |chunk| {
+                let loc = chunk.source_location().bytes();
+                let mut ranges = noscript.borrow_mut();
+                // A text node can arrive in several chunks; they are contiguous, so merge them.
+                match ranges.last_mut() {
+                    Some(last) if last.end == base + loc.start => last.end = base + loc.end,
+                    _ => ranges.push(base + loc.start..base + loc.end),
+                }
+                Ok(())
             }));
         let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
         let fail = |e: lol_html::errors::RewritingError| ArticleError::Html {
@@ -109,7 +129,13 @@ pub(crate) fn tags(text: &str, range: Range<usize>) -> Result<Vec<Tag>, ArticleE
         rewriter.write(html.as_bytes()).map_err(fail)?;
         rewriter.end().map_err(fail)?;
     }
-    Ok(found.into_inner())
+    let mut found = found.into_inner();
+    if descend {
+        for inner in noscript.into_inner() {
+            found.extend(tags_once(text, inner, false)?);
+        }
+    }
+    Ok(found)
 }
 
 /// The quote character around a value, if the bytes on both sides are the same quote.
@@ -213,6 +239,17 @@ mod tests {
         assert_eq!(&text[img.insert_at..img.span.end], ">");
         assert_eq!(tags[1].name, "source");
         assert_eq!(&text[tags[2].insert_at..tags[2].span.end], " />");
+    }
+
+    #[test]
+    fn only_real_elements_are_tags_but_noscript_counts() {
+        let text = "<noscript><img src=a></noscript><template><img src=b></template><!-- <img src=c> --><title><img src=d></title><script>'<img src=e>'</script><textarea><img src=f></textarea><img src=g>";
+        let found: Vec<&str> = tags(text, 0..text.len())
+            .expect("parses")
+            .into_iter()
+            .map(|t| &text[t.span])
+            .collect();
+        assert_eq!(found, ["<img src=a>", "<img src=b>", "<img src=g>"]);
     }
 
     #[test]

@@ -244,6 +244,13 @@ fn edge_cases_table() {
             2,
         ),
         (
+            "<noscript> fallbacks are markup too",
+            Kind::Html,
+            "<img data-src=\"§http://a.test/1.jpg\"><noscript><img src=\"§http://a.test/1.jpg\"></noscript>",
+            "<img data-src=\"@1.jpg\"><noscript><img src=\"@1.jpg\" loading=\"lazy\" decoding=\"async\"></noscript>",
+            2,
+        ),
+        (
             "existing width/height/loading are kept, not duplicated",
             Kind::Html,
             "<img src=\"a.png\"><img src=\"§http://a.test/1.jpg\" data-size=\"4,3\" width=\"2\" loading=\"eager\">",
@@ -644,6 +651,47 @@ fn explicit_non_post_and_missing_paths_fail_alone() {
     ));
     assert_eq!(report.files[2].changed, 22);
     assert!(report.any_failed());
+}
+
+#[test]
+fn a_post_named_twice_is_rewritten_once_and_non_utf8_fails_alone() {
+    let (dir, seed, _, _, _) = posts_dir();
+    let latin1 = dir.path().join("latin1.md");
+    fs::write(&latin1, b"caf\xe9 <img src=\"x\">").expect("write");
+    let report = rewrite_paths(
+        &[seed.clone(), dir.path().to_owned()],
+        &Settings::default(),
+        &target(),
+        Mode::Write,
+    );
+    let seeds: Vec<&FileReport> = report
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with("seed.md"))
+        .collect();
+    assert_eq!(seeds.len(), 1);
+    assert_eq!(seeds[0].changed, 22);
+    let bad: Vec<&FileReport> = report.files.iter().filter(|f| f.path == latin1).collect();
+    assert!(matches!(bad[0].error, Some(ArticleError::NotUtf8 { .. })));
+    assert_eq!(fs::read(&latin1).expect("read"), b"caf\xe9 <img src=\"x\">");
+}
+
+#[cfg(unix)]
+#[test]
+fn write_atomic_through_a_symlink_keeps_the_link() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let real = dir.path().join("real.md");
+    let link = dir.path().join("link.md");
+    fs::write(&real, "old").expect("write");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    write_atomic(&link, b"new").expect("writes");
+    assert!(
+        fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(&real).expect("read"), b"new");
 }
 
 #[test]

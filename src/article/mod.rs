@@ -93,6 +93,20 @@ pub enum Place {
     MarkdownImage,
 }
 
+impl Place {
+    /// A stable kebab-case name, for logs and reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Place::FrontMatter { .. } => "front-matter",
+            Place::ImgSrc => "img-src",
+            Place::Srcset => "img-srcset",
+            Place::DataSrc => "img-data-src",
+            Place::SourceSrcset => "source-srcset",
+            Place::MarkdownImage => "markdown-image",
+        }
+    }
+}
+
 /// One image URL of a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -105,6 +119,9 @@ pub struct ImageRef {
     pub place: Place,
     /// 1-based line of the URL in the file.
     pub line: usize,
+    /// The rewritten post also asks for `size` at `dpr=2` (the `2x` of the `srcset` added to
+    /// an `<img>`), so a prefetch should render that variant too.
+    pub also_2x: bool,
 }
 
 /// How to write the new URL for an image.
@@ -169,6 +186,7 @@ pub fn extract(text: &str, kind: Kind, settings: &Settings) -> Result<Vec<ImageR
             size: found.size,
             place: found.place,
             line: found.line,
+            also_2x: found.adds_2x,
         })
         .collect())
 }

@@ -31,6 +31,8 @@ pub(crate) struct Found {
     pub place: Place,
     pub line: usize,
     pub syntax: Syntax,
+    /// The rewritten post also asks for this image at `size` with `dpr=2`.
+    pub adds_2x: bool,
 }
 
 /// How a found URL is written, which decides how its replacement must be written.
@@ -72,6 +74,7 @@ pub(crate) fn scan(
                     range: value.range,
                     upstream,
                     size: settings.front_matter_size,
+                    adds_2x: false,
                     place: Place::FrontMatter { key: value.key },
                     line,
                     syntax: value.requote.map_or(Syntax::Verbatim, Syntax::Requote),
@@ -108,6 +111,7 @@ pub(crate) fn scan(
                             range,
                             upstream,
                             size: None,
+                            adds_2x: false,
                             place: Place::MarkdownImage,
                             line,
                             syntax: Syntax::Verbatim,
@@ -186,6 +190,11 @@ fn scan_html(
                         upstream,
                         // srcset candidates carry their own descriptors; they keep the original.
                         size: if is_srcset { None } else { size },
+                        // The splice adds a 1x/2x `srcset` for a sized `src` when there is none.
+                        adds_2x: place == Place::ImgSrc
+                            && size.is_some()
+                            && !tag.has("srcset")
+                            && tag.is_well_formed(),
                         place: place.clone(),
                         line,
                         syntax: Syntax::Html {

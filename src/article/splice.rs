@@ -9,7 +9,7 @@ use std::ops::Range;
 use super::html::Tag;
 use super::scan::{Found, Scan, Syntax};
 use super::urls::{self, Density};
-use super::{Place, Rewritten, Target};
+use super::{Rewritten, Target};
 
 struct Edit {
     range: Range<usize>,
@@ -123,7 +123,7 @@ fn img_additions(tag: &Tag, founds: &[&Found], scan: &Scan, target: &Target) -> 
     };
     let sized_src = founds
         .iter()
-        .find(|f| f.place == Place::ImgSrc)
+        .find(|f| f.adds_2x)
         .and_then(|f| f.size.map(|size| (*f, size)));
     if let Some((src, size)) = sized_src {
         let one = urls::mirror_url(target, &src.upstream, Some(size), Density::One);

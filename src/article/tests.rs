@@ -50,7 +50,8 @@ fn seed_extracts_22_urls_of_20_images() {
             .iter()
             .all(|r| r.place == Place::ImgSrc && r.size.is_some())
     );
-    assert!(refs[..2].iter().all(|r| r.size.is_none()));
+    assert!(refs[..2].iter().all(|r| r.size.is_none() && !r.also_2x));
+    assert!(refs[2..].iter().all(|r| r.also_2x));
     let distinct: HashSet<&str> = refs.iter().map(|r| r.upstream.as_str()).collect();
     assert_eq!(distinct.len(), 20);
     assert!(refs.iter().all(|r| {
@@ -346,6 +347,9 @@ fn places_and_sizes_are_reported() {
         .iter()
         .map(|r| (r.upstream.as_str(), r.size, r.place.clone(), r.line))
         .collect();
+    // Only the sized `src` of an `<img>` without a srcset gets a 2x variant.
+    let also_2x: Vec<bool> = refs.iter().map(|r| r.also_2x).collect();
+    assert_eq!(also_2x, [false, false, false, false, false, false]);
     assert_eq!(
         got,
         [

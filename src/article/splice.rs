@@ -19,7 +19,7 @@ struct Edit {
 pub(crate) fn apply(text: &str, scan: &Scan, target: &Target) -> Rewritten {
     let mut edits = Vec::new();
     // HTML replacements are grouped per attribute: an unquoted value must be rewritten as a
-    // whole (and quoted) when the new URLs contain `=` or `&`.
+    // whole (and quoted) when the new URLs contain `=`.
     let mut by_attr: BTreeMap<(usize, usize), Vec<&Found>> = BTreeMap::new();
     for found in &scan.urls {
         let url = urls::mirror_url(target, &found.upstream, found.size, Density::One);

@@ -146,7 +146,8 @@ async fn handle(
         route: "unrouted",
         source: None,
     };
-    let result = dispatch(&state, &request, &mut outcome)
+    let (parts, body) = request.into_parts();
+    let result = dispatch(&state, &parts, body, &mut outcome)
         .instrument(span.clone())
         .await;
     let mut response = match result {
@@ -181,14 +182,51 @@ async fn handle(
     Ok(response)
 }
 
+/// Serves one GET for `path_and_query` exactly as over HTTP, without a connection:
+/// prefetch uses it to warm originals and the variants a rewritten post will ask for.
+pub async fn get(
+    state: &Arc<State>,
+    path_and_query: &str,
+    headers: http::HeaderMap,
+) -> Result<Response<Body>, AppError> {
+    let mut request = Request::get(path_and_query)
+        .body(())
+        .map_err(|e| AppError::BadRequest(format!("bad path {path_and_query:?}: {e}")))?;
+    *request.headers_mut() = headers;
+    let (parts, ()) = request.into_parts();
+    let route = router::route(&parts.method, parts.uri.path(), parts.uri.query())?;
+    let mut outcome = Outcome {
+        route: "internal",
+        source: None,
+    };
+    serve(state, &parts, route, &mut outcome).await
+}
+
 async fn dispatch(
     state: &Arc<State>,
-    request: &Request<Incoming>,
+    request: &http::request::Parts,
+    _body: Incoming,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, AppError> {
-    let uri = request.uri();
-    let route = router::route(request.method(), uri.path(), uri.query())?;
+    let uri = &request.uri;
+    let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
+    match route {
+        // The only route with a request body.
+        Route::Prefetch => Err(AppError::Route(router::RouteError::NotFound(
+            "/prefetch".into(),
+        ))),
+        route => serve(state, request, route, outcome).await,
+    }
+}
+
+/// Answers every bodiless route.
+async fn serve(
+    state: &Arc<State>,
+    request: &http::request::Parts,
+    route: Route,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, AppError> {
     let config = &state.config.response;
     match route {
         Route::Health => Ok(response::text(StatusCode::OK, "ok\n".into(), "text/plain")),
@@ -197,11 +235,11 @@ async fn dispatch(
             metrics(state),
             "text/plain; version=0.0.4",
         )),
-        Route::Preflight => Ok(response::preflight(request.headers())),
-        Route::Prefetch => Err(AppError::Route(router::RouteError::NotFound(
-            "/prefetch".into(),
+        Route::Preflight => Ok(response::preflight(&request.headers)),
+        Route::Prefetch => Err(AppError::Route(router::RouteError::MethodNotAllowed(
+            http::Method::GET,
         ))),
-        Route::Purge { upstream } => admin::purge(state, request.headers(), &upstream).await,
+        Route::Purge { upstream } => admin::purge(state, &request.headers, &upstream).await,
         Route::Proxy { upstream, options } => {
             reject_options(&options)?;
             let served = state.store.get_by_url(&upstream).await?;
@@ -213,7 +251,7 @@ async fn dispatch(
                 vary_accept: false,
                 source: served.source,
             };
-            Ok(response::image(request.headers(), &served.blob, headers))
+            Ok(response::image(&request.headers, &served.blob, headers))
         }
         Route::Permalink { hash, options, .. } => {
             reject_options(&options)?;
@@ -230,7 +268,7 @@ async fn dispatch(
                 vary_accept: false,
                 source: served.source,
             };
-            Ok(response::image(request.headers(), &served.blob, headers))
+            Ok(response::image(&request.headers, &served.blob, headers))
         }
     }
 }

@@ -12,8 +12,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Compress, Decompress, Marker};
 use mozjpeg_sys::{
-    J_COLOR_SPACE, JWRN_HIT_MARKER, JWRN_HUFF_BAD_CODE, JWRN_JPEG_EOF,
-    JWRN_MUST_RESYNC, jpeg_common_struct, jpeg_error_mgr,
+    J_COLOR_SPACE, JWRN_HIT_MARKER, JWRN_HUFF_BAD_CODE, JWRN_JPEG_EOF, JWRN_MUST_RESYNC,
+    jpeg_common_struct, jpeg_error_mgr,
 };
 
 use super::TransformError;
@@ -82,7 +82,8 @@ pub(crate) fn decode(
             }
         }
         icc_chunks.sort_by_key(|c| c.0);
-        let icc = (!icc_chunks.is_empty()).then(|| icc_chunks.iter().flat_map(|c| c.1).copied().collect());
+        let icc = (!icc_chunks.is_empty())
+            .then(|| icc_chunks.iter().flat_map(|c| c.1).copied().collect());
         let (w, h) = dec.size();
         let header = Header {
             width: u32::try_from(w).unwrap_or(u32::MAX),
@@ -117,7 +118,12 @@ pub(crate) fn decode(
 /// Encodes RGB8 as a baseline 4:2:0 JPEG with libjpeg-turbo's defaults (standard Huffman
 /// tables, no trellis, no progressive): the fastest mode, 0.4 ms for 480×320. mozjpeg's
 /// default mode makes files ~17 % smaller but costs 40× the time.
-pub(crate) fn encode(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, TransformError> {
+pub(crate) fn encode(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, TransformError> {
     let encode_err = |reason: String| TransformError::Encode {
         format: "jpeg",
         reason,

@@ -68,6 +68,12 @@ pub struct Settings {
     /// Offer AVIF output. Default false. This build has no AVIF encoder
     /// ([`AVIF_ENCODER_BUILT`]), so [`Settings::validate`] rejects `true`.
     pub avif: bool,
+    /// JPEG shrink-on-load policy. true: decode at the smallest DCT scale (1/4, 1/2) that
+    /// is at least the output size, as Pillow's `draft` does; false: keep a 2× margin for
+    /// the Lanczos step, as libvips does. false scores SSIM 0.970 against a Lanczos
+    /// reference where true scores 0.955 (1920→480), and costs ~1.5 ms more per image.
+    /// Default true.
+    pub fast_jpeg_shrink: bool,
     /// Render workers: threads in the [`Pool`]. 0 = number of cores. Default 0.
     pub workers: usize,
     /// Renders that may wait for a worker; beyond that the pool answers `Overloaded`.
@@ -88,6 +94,7 @@ impl Default for Settings {
             webp_quality: 80,
             avif_quality: 60,
             avif: false,
+            fast_jpeg_shrink: true,
             workers: 0,
             queue: 64,
         }
@@ -132,7 +139,11 @@ impl Settings {
         if self.max_frames == 0 {
             return err("max_frames", "must be at least 1");
         }
-        if let Some(w) = self.allowed_widths.iter().find(|w| **w == 0 || **w > self.max_width) {
+        if let Some(w) = self
+            .allowed_widths
+            .iter()
+            .find(|w| **w == 0 || **w > self.max_width)
+        {
             return Err(SettingsError {
                 field: "allowed_widths",
                 reason: format!("{w} is outside 1..={}", self.max_width),
@@ -337,7 +348,10 @@ pub enum TransformError {
     FormatNotEnabled(&'static str),
     /// An encoder failed on valid pixels: our fault.
     #[error("encoding {format} failed: {reason}")]
-    Encode { format: &'static str, reason: String },
+    Encode {
+        format: &'static str,
+        reason: String,
+    },
     /// Any other internal failure (a bug).
     #[error("internal transform error: {0}")]
     Internal(String),

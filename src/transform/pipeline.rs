@@ -22,8 +22,8 @@ use super::geometry::{self, Plan};
 use super::probe::{SourceFormat, jpeg_is_complete};
 use super::spec::{Fit, Rgba};
 use super::{
-    AVIF_ENCODER_BUILT, OutputFormat, Probe, Rendered, Settings, Spec, TransformError, jpeg,
-    probe, renders_animated,
+    AVIF_ENCODER_BUILT, OutputFormat, Probe, Rendered, Settings, Spec, TransformError, jpeg, probe,
+    renders_animated,
 };
 
 /// 8-bit sRGB pixels, 3 (RGB) or 4 (RGBA, straight alpha) channels.
@@ -154,7 +154,12 @@ fn limits(settings: &Settings) -> Limits {
     limits.max_image_width = Some(settings.max_input_dim);
     limits.max_image_height = Some(settings.max_input_dim);
     // One RGBA8 frame of the largest allowed size, plus slack for decoder state.
-    limits.max_alloc = Some(settings.max_pixels.saturating_mul(4).saturating_add(16 << 20));
+    limits.max_alloc = Some(
+        settings
+            .max_pixels
+            .saturating_mul(4)
+            .saturating_add(16 << 20),
+    );
     limits
 }
 
@@ -186,11 +191,20 @@ fn decode(
         let mut plan = None;
         let decoded = jpeg::decode(src, |h| {
             let swaps = swaps_axes(h.orientation);
-            let (ow, oh) = if swaps { (h.height, h.width) } else { (h.width, h.height) };
+            let (ow, oh) = if swaps {
+                (h.height, h.width)
+            } else {
+                (h.width, h.height)
+            };
             let p = geometry::plan(ow, oh, spec);
-            let need = if swaps { (p.min_decode.1, p.min_decode.0) } else { p.min_decode };
+            let need = if swaps {
+                (p.min_decode.1, p.min_decode.0)
+            } else {
+                p.min_decode
+            };
             plan = Some(p);
-            geometry::jpeg_scale((h.width, h.height), need)
+            let margin = if settings.fast_jpeg_shrink { 1 } else { 2 };
+            geometry::jpeg_scale((h.width, h.height), need, margin)
         })?;
         if let (Some(d), Some(plan)) = (decoded, plan) {
             let buf = image::RgbImage::from_raw(d.width, d.height, d.rgb).ok_or_else(|| {
@@ -247,12 +261,15 @@ fn resize(px: Pixels, plan: &Plan) -> Result<Pixels, TransformError> {
     if plan.crop.is_none() && (px.width, px.height) == (ow, oh) {
         return Ok(px);
     }
-    let pixel_type = if px.alpha { PixelType::U8x4 } else { PixelType::U8x3 };
+    let pixel_type = if px.alpha {
+        PixelType::U8x4
+    } else {
+        PixelType::U8x3
+    };
     let internal = |e: &dyn std::fmt::Display| TransformError::Internal(format!("resize: {e}"));
     let src = ImageRef::new(px.width, px.height, &px.data, pixel_type).map_err(|e| internal(&e))?;
     let mut dst = Image::new(ow, oh, pixel_type);
-    let mut options =
-        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
     if let Some([x, y, w, h]) = plan.crop {
         let (sw, sh) = (f64::from(px.width), f64::from(px.height));
         options = options.crop(x * sw, y * sh, w * sw, h * sh);
@@ -301,7 +318,12 @@ fn over(top: Rgba, bottom: Rgba) -> Rgba {
         return Rgba::TRANSPARENT;
     }
     let mix = |t: u32, b: u32| ((t * ta * 255 + b * ba * (255 - ta) + a / 2) / a) as u8;
-    Rgba([mix(tr, br), mix(tg, bg), mix(tb, bb), ((a + 127) / 255) as u8])
+    Rgba([
+        mix(tr, br),
+        mix(tg, bg),
+        mix(tb, bb),
+        ((a + 127) / 255) as u8,
+    ])
 }
 
 /// Centres the picture on a `canvas` filled with `bg` (`fit=contain`).
@@ -490,9 +512,18 @@ mod unit {
     #[test]
     fn compositing() {
         assert_eq!(over(Rgba::TRANSPARENT, Rgba::WHITE), Rgba::WHITE);
-        assert_eq!(over(Rgba([0, 0, 0, 255]), Rgba::WHITE), Rgba([0, 0, 0, 255]));
-        assert_eq!(over(Rgba([0, 0, 0, 128]), Rgba::WHITE), Rgba([127, 127, 127, 255]));
-        assert_eq!(over(Rgba([255, 0, 0, 128]), Rgba::TRANSPARENT), Rgba([255, 0, 0, 128]));
+        assert_eq!(
+            over(Rgba([0, 0, 0, 255]), Rgba::WHITE),
+            Rgba([0, 0, 0, 255])
+        );
+        assert_eq!(
+            over(Rgba([0, 0, 0, 128]), Rgba::WHITE),
+            Rgba([127, 127, 127, 255])
+        );
+        assert_eq!(
+            over(Rgba([255, 0, 0, 128]), Rgba::TRANSPARENT),
+            Rgba([255, 0, 0, 128])
+        );
         let px = Pixels {
             width: 2,
             height: 1,

@@ -187,7 +187,10 @@ mod tests {
         started_rx.recv().expect("job B starts after A");
         release_b.send(()).unwrap();
         assert_eq!(b.await, Ok(7));
-        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "a refused job never runs");
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "a refused job never runs"
+        );
         // Capacity is back.
         assert_eq!(pool.run(|| 5u32).await, Ok(5));
     }

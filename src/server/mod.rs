@@ -9,6 +9,7 @@
 //! transform pool) for bytes, and turns the answer or the error into a response.
 
 mod admin;
+mod render;
 pub mod response;
 pub mod router;
 
@@ -31,7 +32,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::store::{Source, Store, StoreError};
+use crate::store::{Served, Source, Store, StoreError};
+use crate::transform::{self, Spec};
 use response::{AppError, Body, ImageHeaders};
 use router::Route;
 
@@ -39,6 +41,11 @@ use router::Route;
 pub struct State {
     pub config: Config,
     pub store: Arc<Store>,
+    transform: transform::Settings,
+    /// Decode/resize/encode run here, never on the runtime's threads.
+    pool: transform::Pool,
+    /// Header facts per original (by sha256), so repeated variants don't re-probe.
+    probes: moka::future::Cache<String, transform::Probe>,
     next_request_id: AtomicU64,
     open_connections: AtomicUsize,
 }
@@ -46,9 +53,14 @@ pub struct State {
 impl State {
     pub fn new(config: Config) -> Result<Arc<State>, StoreError> {
         let store = Arc::new(Store::open(&config)?);
+        let transform = config.transform.settings();
+        let pool = transform::Pool::new(transform.workers, transform.queue);
         Ok(Arc::new(State {
             config,
             store,
+            transform,
+            pool,
+            probes: moka::future::Cache::new(10_000),
             next_request_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
         }))
@@ -241,43 +253,73 @@ async fn serve(
         ))),
         Route::Purge { upstream } => admin::purge(state, &request.headers, &upstream).await,
         Route::Proxy { upstream, options } => {
-            reject_options(&options)?;
+            let spec = parse_spec(state, &options)?;
             let served = state.store.get_by_url(&upstream).await?;
-            outcome.source = Some(served.source);
-            let headers = ImageHeaders {
-                cache_control: &config.cache_control_proxy,
-                etag: &served.blob.meta.sha256,
-                canonical: Some(upstream.as_str()),
-                vary_accept: false,
-                source: served.source,
-            };
-            Ok(response::image(&request.headers, &served.blob, headers))
+            let cache_control = &config.cache_control_proxy;
+            respond(
+                state,
+                request,
+                served,
+                spec,
+                cache_control,
+                Some(upstream.as_str()),
+                outcome,
+            )
+            .await
         }
         Route::Permalink { hash, options, .. } => {
-            reject_options(&options)?;
+            let spec = parse_spec(state, &options)?;
             let served = state
                 .store
                 .get_by_hash(&hash)
                 .await?
                 .ok_or_else(|| AppError::UnknownObject(hash.to_hex()))?;
-            outcome.source = Some(served.source);
-            let headers = ImageHeaders {
-                cache_control: &config.cache_control_permalink,
-                etag: &served.blob.meta.sha256,
-                canonical: None,
-                vary_accept: false,
-                source: served.source,
-            };
-            Ok(response::image(&request.headers, &served.blob, headers))
+            let cache_control = &config.cache_control_permalink;
+            respond(state, request, served, spec, cache_control, None, outcome).await
         }
     }
 }
 
-fn reject_options(options: &router::Options) -> Result<(), AppError> {
-    match options.first() {
-        Some((name, _)) => Err(AppError::UnknownOption(name.clone())),
-        None => Ok(()),
-    }
+/// The original, or with transform options the variant for this client.
+async fn respond(
+    state: &Arc<State>,
+    request: &http::request::Parts,
+    served: Served,
+    spec: Option<Spec>,
+    cache_control: &str,
+    canonical: Option<&str>,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, AppError> {
+    let Some(spec) = spec else {
+        outcome.source = Some(served.source);
+        let headers = ImageHeaders {
+            cache_control,
+            etag: &served.blob.meta.sha256,
+            canonical,
+            vary_accept: false,
+            source: served.source,
+        };
+        return Ok(response::image(&request.headers, &served.blob, headers));
+    };
+    let accept = request
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let variant = render::variant(state, &served.blob, &spec, accept).await?;
+    outcome.source = Some(variant.source);
+    let headers = ImageHeaders {
+        cache_control,
+        etag: &variant.blob.meta.sha256,
+        canonical,
+        vary_accept: variant.vary_accept,
+        source: variant.source,
+    };
+    Ok(response::image(&request.headers, &variant.blob, headers))
+}
+
+fn parse_spec(state: &State, options: &router::Options) -> Result<Option<Spec>, AppError> {
+    let pairs = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    Ok(Spec::from_query(pairs, &state.transform)?)
 }
 
 /// Prometheus text exposition of the counters that matter for operations.

@@ -12,9 +12,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use super::render::RenderError;
 use super::router::RouteError;
 use crate::config::ResponseConfig;
 use crate::store::{Blob, Source, StoreError};
+use crate::transform::{PoolError, SpecError};
 use crate::upstream::{GuardError, UpstreamError};
 
 pub type Body = Full<Bytes>;
@@ -26,8 +28,10 @@ pub enum AppError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("unknown option {0:?}")]
-    UnknownOption(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
     #[error("no mirrored object {0}")]
     UnknownObject(String),
     #[error("server is busy: {0}")]
@@ -50,6 +54,18 @@ impl AppError {
     /// The one mapping from errors to HTTP: status and stable error code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            AppError::Render(RenderError::Store(e)) => AppError::Store(e.clone()).status_and_code(),
+            AppError::Render(RenderError::Transform(e)) if e.is_client_error() => {
+                (StatusCode::UNPROCESSABLE_ENTITY, e.code())
+            }
+            AppError::Render(RenderError::Transform(e)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, e.code())
+            }
+            AppError::Render(RenderError::Pool(PoolError::Overloaded)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
+            AppError::Render(RenderError::Pool(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.code()),
+            AppError::Spec(e) => (StatusCode::BAD_REQUEST, e.code()),
             AppError::Route(RouteError::BadUrl(_)) => (StatusCode::BAD_REQUEST, "bad-url"),
             AppError::Route(RouteError::NotFound(_)) => (StatusCode::NOT_FOUND, "not-found"),
             AppError::Route(RouteError::MethodNotAllowed(_)) => {
@@ -62,7 +78,6 @@ impl AppError {
             AppError::Store(StoreError::Io(_) | StoreError::Missing(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
-            AppError::UnknownOption(_) => (StatusCode::BAD_REQUEST, "unknown-option"),
             AppError::UnknownObject(_) => (StatusCode::NOT_FOUND, "not-found"),
             AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),

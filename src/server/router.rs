@@ -105,7 +105,13 @@ fn proxy(query: Option<&str>) -> Result<Route, RouteError> {
             "missing upstream URL: use /?<absolute URL> or /?url=<percent-encoded URL>".into(),
         ));
     }
-    if query.starts_with("url=") {
+    // The worker's form starts with the URL's scheme; anything else is `name=value`
+    // pairs, in any order, one of them `url`.
+    let lower = query.get(..8).unwrap_or(query).to_ascii_lowercase();
+    let worker_form = ["http:", "https:", "http%3a", "https%3a"]
+        .iter()
+        .any(|p| lower.starts_with(p));
+    if !worker_form {
         let mut upstream = None;
         let mut options = Options::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -118,12 +124,16 @@ fn proxy(query: Option<&str>) -> Result<Route, RouteError> {
                 options.push((name.into_owned(), value.into_owned()));
             }
         }
-        let upstream = parse_upstream(upstream.as_deref().unwrap_or(""))?;
+        let upstream = upstream.ok_or_else(|| {
+            RouteError::BadUrl(
+                "missing upstream URL: use /?<absolute URL> or /?url=<percent-encoded URL>".into(),
+            )
+        })?;
+        let upstream = parse_upstream(&upstream)?;
         return Ok(Route::Proxy { upstream, options });
     }
     // The worker's form: everything after the first `?` is the URL. It arrives either
     // verbatim (`/?http://a/b.jpg?v=2`) or percent-encoded as a whole (`/?http%3A%2F%2F…`).
-    let lower = query.get(..8).unwrap_or(query).to_ascii_lowercase();
     let raw = if lower.starts_with("http%3a") || lower.starts_with("https%3a") {
         percent_decode_str(query)
             .decode_utf8()
@@ -240,6 +250,15 @@ mod tests {
             get("/", Some("url=http%3A%2F%2Fa%2F&url=http%3A%2F%2Fb%2F")),
             Err(RouteError::BadUrl(_))
         ));
+        // Options may come first.
+        let reordered = get("/", Some("w=480&url=http%3A%2F%2Fa.example%2Fx.jpg")).unwrap();
+        assert_eq!(
+            reordered,
+            Route::Proxy {
+                upstream: Url::parse("http://a.example/x.jpg").unwrap(),
+                options: vec![("w".into(), "480".into())],
+            }
+        );
     }
 
     #[test]

@@ -6,3 +6,4 @@ mod lifecycle;
 mod mirror;
 mod ssrf;
 mod support;
+mod transform;

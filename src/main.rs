@@ -97,6 +97,8 @@ struct RemoteArgs {
 
 fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
+        // Logs go to stderr: stdout is the commands' output (`prefetch --json`, `--diff`).
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGMIRROR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -742,7 +742,7 @@ fn millis(since: Instant) -> u64 {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     /// An image finished (in completion order).
-    Image(ImageReport),
+    Image(Box<ImageReport>),
     /// The last line: totals.
     Done {
         images: usize,
@@ -851,10 +851,10 @@ mod tests {
             table.ends_with("2 images: 0 mirrored, 1 cached, 1 failed in 0.0 s\n"),
             "{table}"
         );
-        let line = Event::Image(ok.clone()).to_line();
+        let line = Event::Image(Box::new(ok.clone())).to_line();
         assert_eq!(
             serde_json::from_str::<Event>(&line).unwrap(),
-            Event::Image(ok)
+            Event::Image(Box::new(ok))
         );
     }
 }

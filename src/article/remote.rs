@@ -139,7 +139,7 @@ impl Remote {
                 match event {
                     Event::Image(image) => {
                         on_image(&image);
-                        images.push(image);
+                        images.push(*image);
                     }
                     Event::Done { ms, .. } => return Ok((images, ms)),
                 }

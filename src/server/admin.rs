@@ -141,7 +141,7 @@ pub async fn prefetch(
     tokio::spawn(async move {
         let report = prefetch::run(&state, plan.into_jobs(), &options, |image| {
             // A gone client is not an error: the prefetch itself is what matters.
-            let _ = lines.send(Bytes::from(Event::Image(image.clone()).to_line()));
+            let _ = lines.send(Bytes::from(Event::Image(Box::new(image.clone())).to_line()));
         })
         .await;
         let done = Event::Done {

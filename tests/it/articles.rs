@@ -91,14 +91,13 @@ fn copy_seed(dir: &Path) -> PathBuf {
 
 /// Runs the real binary without blocking the runtime the origin runs on.
 async fn imgmirror(args: &[&str]) -> Output {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
         .args(args)
         .env("IMGMIRROR_LOG", "warn")
         .kill_on_drop(true)
         .output()
         .await
-        .expect("run imgmirror");
-    output
+        .expect("run imgmirror")
 }
 
 fn stdout(output: &Output) -> String {
@@ -193,7 +192,7 @@ async fn prefetch_mirrors_the_seed_article_pins_it_and_a_second_run_fetches_noth
     let index = open_index(&cache.join("index.redb")).await;
     for upstream in &upstreams {
         let entry = index.url(upstream).unwrap().expect("mirrored");
-        assert_eq!(entry.pinned_by, [id.clone()], "{upstream}");
+        assert_eq!(entry.pinned_by, std::slice::from_ref(&id), "{upstream}");
     }
 }
 

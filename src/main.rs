@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         // Logs go to stderr: stdout is the commands' output (`prefetch --json`, `--diff`).
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGMIRROR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -7,10 +7,12 @@
 //! - [`config`]: the one config struct; file, then environment, then flags.
 //! - [`server`]: HTTP accept loop, routing, responses and the error → status map.
 //! - [`store`]: the mirror: memory LRU, content-addressed files, the URL index.
+//! - [`transform`]: resize and re-encode: options, negotiation, limits, the render pool.
 //! - [`upstream`]: outbound fetches, the SSRF guard, image verification.
 
 pub mod article;
 pub mod config;
 pub mod server;
 pub mod store;
+pub mod transform;
 pub mod upstream;

@@ -98,6 +98,7 @@ fn upstream_status(e: &UpstreamError) -> (StatusCode, &'static str) {
         UpstreamError::NotFound { .. } => (StatusCode::NOT_FOUND, "upstream-not-found"),
         UpstreamError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
         UpstreamError::NotAnImage { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-an-image"),
+        UpstreamError::Corrupt { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "corrupt-image"),
         UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
         UpstreamError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         UpstreamError::Status { .. }

@@ -35,6 +35,9 @@ pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry};
 pub use key::ContentHash;
 
+/// Blocking store operations (disk, fsync, redb, hashing) in flight at once.
+const BLOCKING_SLOTS: usize = 32;
+
 /// Bytes in memory plus what they are.
 #[derive(Debug, Clone)]
 pub struct Blob {
@@ -103,6 +106,7 @@ pub struct Store {
     /// URL → the failure to repeat until it expires.
     negative: Cache<String, StoreError>,
     revalidating: Mutex<HashSet<String>>,
+    blocking_slots: tokio::sync::Semaphore,
     fresh: Duration,
     wait_timeout: Duration,
     stats: Stats,
@@ -140,6 +144,7 @@ impl Store {
             urls: Cache::new(100_000),
             negative,
             revalidating: Mutex::new(HashSet::new()),
+            blocking_slots: tokio::sync::Semaphore::new(BLOCKING_SLOTS),
             fresh: Duration::from_secs(config.cache.fresh_secs),
             wait_timeout: Duration::from_secs(config.upstream.timeout_secs + 15),
             stats: Stats::default(),
@@ -215,28 +220,29 @@ impl Store {
             .memory
             .try_get_with(key, async {
                 let (disk, hash) = (self.disk.clone(), *name);
-                let on_disk = blocking(move || {
-                    let Some(bytes) = disk
-                        .read(Kind::Variant, &hash)
-                        .map_err(|e| io_error("reading variant", e))?
-                    else {
-                        return Ok(None);
-                    };
-                    let meta = rebuild_meta(&hash, &bytes)?;
-                    Ok::<_, StoreError>(Some(Blob {
-                        bytes: Bytes::from(bytes),
-                        meta: Arc::new(meta),
-                    }))
-                })
-                .await
-                .map_err(E::from)?;
+                let on_disk = self
+                    .blocking(move || {
+                        let Some(bytes) = disk
+                            .read(Kind::Variant, &hash)
+                            .map_err(|e| io_error("reading variant", e))?
+                        else {
+                            return Ok(None);
+                        };
+                        let meta = rebuild_meta(&hash, &bytes)?;
+                        Ok::<_, StoreError>(Some(Blob {
+                            bytes: Bytes::from(bytes),
+                            meta: Arc::new(meta),
+                        }))
+                    })
+                    .await
+                    .map_err(E::from)?;
                 if let Some(blob) = on_disk {
                     return Ok(blob);
                 }
                 let rendered = render().await?;
                 self.stats.renders.fetch_add(1, Ordering::Relaxed);
                 let (disk, hash, bytes) = (self.disk.clone(), *name, rendered.bytes.clone());
-                blocking(move || {
+                self.blocking(move || {
                     disk.write(Kind::Variant, &hash, &bytes)
                         .map_err(|e| io_error("writing variant", e))
                 })
@@ -257,7 +263,9 @@ impl Store {
         let key = url.to_string();
         let index = self.index.clone();
         let k = key.clone();
-        let removed = blocking(move || index.remove_url(&k).map_err(index_error)).await?;
+        let removed = self
+            .blocking(move || index.remove_url(&k).map_err(index_error))
+            .await?;
         self.urls.invalidate(&key).await;
         self.negative.invalidate(&key).await;
         Ok(removed)
@@ -274,7 +282,10 @@ impl Store {
         let load = async {
             let index = self.index.clone();
             let k = key.clone();
-            if let Some(entry) = blocking(move || index.url(&k).map_err(index_error)).await? {
+            if let Some(entry) = self
+                .blocking(move || index.url(&k).map_err(index_error))
+                .await?
+            {
                 return Ok(Arc::new(entry));
             }
             if let Some(failure) = self.negative.get(&key).await {
@@ -339,27 +350,28 @@ impl Store {
             pinned_by: previous.map(|p| p.pinned_by.clone()).unwrap_or_default(),
         };
         let info = image.info;
-        let (entry, meta) = blocking(move || {
-            let hash = ContentHash::of(&bytes);
-            disk.write(Kind::Object, &hash, &bytes)
-                .map_err(|e| io_error("writing object", e))?;
-            let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
-                Some(existing) => existing,
-                None => ObjectMeta {
-                    sha256: hash.to_hex(),
-                    media_type: info.media_type.to_string(),
-                    extension: info.extension.to_string(),
-                    bytes: bytes.len() as u64,
-                    width: info.width,
-                    height: info.height,
-                    created: now,
-                },
-            };
-            entry.sha256 = hash.to_hex();
-            index.put(&meta, &entry).map_err(index_error)?;
-            Ok::<_, StoreError>((entry, meta))
-        })
-        .await?;
+        let (entry, meta) = self
+            .blocking(move || {
+                let hash = ContentHash::of(&bytes);
+                disk.write(Kind::Object, &hash, &bytes)
+                    .map_err(|e| io_error("writing object", e))?;
+                let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
+                    Some(existing) => existing,
+                    None => ObjectMeta {
+                        sha256: hash.to_hex(),
+                        media_type: info.media_type.to_string(),
+                        extension: info.extension.to_string(),
+                        bytes: bytes.len() as u64,
+                        width: info.width,
+                        height: info.height,
+                        created: now,
+                    },
+                };
+                entry.sha256 = hash.to_hex();
+                index.put(&meta, &entry).map_err(index_error)?;
+                Ok::<_, StoreError>((entry, meta))
+            })
+            .await?;
         let blob = Blob {
             bytes: image.bytes,
             meta: Arc::new(meta),
@@ -380,7 +392,7 @@ impl Store {
         let blob = self
             .memory
             .try_get_with(key, async move {
-                blocking(move || {
+                self.blocking(move || {
                     let bytes = disk
                         .read(Kind::Object, &hash)
                         .map_err(|e| io_error("reading object", e))?
@@ -440,7 +452,8 @@ impl Store {
             Ok(Fetched::Image(image)) => {
                 let same = {
                     let bytes = image.bytes.clone();
-                    blocking(move || Ok::<_, StoreError>(ContentHash::of(&bytes))).await
+                    self.blocking(move || Ok::<_, StoreError>(ContentHash::of(&bytes)))
+                        .await
                 }
                 .map(|h| h.to_hex() == old.sha256)
                 .unwrap_or(false);
@@ -472,7 +485,10 @@ impl Store {
         }
         let index = self.index.clone();
         let record = entry.clone();
-        if let Err(e) = blocking(move || index.put_url(&record).map_err(index_error)).await {
+        if let Err(e) = self
+            .blocking(move || index.put_url(&record).map_err(index_error))
+            .await
+        {
             tracing::error!(%url, error = %e, "could not record the revalidation");
         }
         self.urls.insert(url.to_string(), Arc::new(entry)).await;
@@ -506,8 +522,28 @@ fn rebuild_meta(hash: &ContentHash, bytes: &[u8]) -> Result<ObjectMeta, StoreErr
     })
 }
 
-/// Runs blocking file and database work off the async runtime.
-async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+impl Store {
+    /// Runs blocking file and database work off the async runtime, at most
+    /// [`BLOCKING_SLOTS`] at a time so a burst of cold reads cannot fan out into
+    /// hundreds of blocking threads.
+    async fn blocking<T, E>(
+        &self,
+        f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let _slot = self
+            .blocking_slots
+            .acquire()
+            .await
+            .map_err(|_| E::from(StoreError::Io("store is shutting down".into())))?;
+        run_blocking(f).await
+    }
+}
+
+async fn run_blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,

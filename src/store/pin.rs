@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use super::{Store, StoreError, UrlEntry, blocking, index_error};
+use super::{Store, StoreError, UrlEntry, index_error};
 
 impl Store {
     /// Records that `article` references the mirrored `url`. Returns the updated entry, or
@@ -21,18 +21,19 @@ impl Store {
         // Read-modify-write of one record; redb serialises write transactions, and two
         // pins of one URL racing at worst both add the same id, which `contains` absorbs
         // on the next run.
-        let updated = blocking(move || {
-            let Some(mut entry) = index.url(&k).map_err(index_error)? else {
-                return Ok::<_, StoreError>(None);
-            };
-            if !entry.pinned_by.contains(&article_id) {
-                entry.pinned_by.push(article_id);
-                entry.pinned_by.sort();
-                index.put_url(&entry).map_err(index_error)?;
-            }
-            Ok(Some(entry))
-        })
-        .await?;
+        let updated = self
+            .blocking(move || {
+                let Some(mut entry) = index.url(&k).map_err(index_error)? else {
+                    return Ok::<_, StoreError>(None);
+                };
+                if !entry.pinned_by.contains(&article_id) {
+                    entry.pinned_by.push(article_id);
+                    entry.pinned_by.sort();
+                    index.put_url(&entry).map_err(index_error)?;
+                }
+                Ok(Some(entry))
+            })
+            .await?;
         let Some(entry) = updated else {
             return Ok(None);
         };

@@ -72,6 +72,8 @@ pub enum UpstreamError {
         url: String,
         reason: VerifyError,
     },
+    #[error("upstream image {url} is corrupt: {reason}")]
+    Corrupt { url: String, reason: VerifyError },
     #[error("upstream timed out after {secs} s for {url}")]
     Timeout { secs: u64, url: String },
     #[error("more than {max} redirects from {url}")]
@@ -222,10 +224,16 @@ impl Fetcher {
                 .unwrap_or("no content type")
                 .to_string();
             let bytes = self.read_capped(&mut response, &current, deadline).await?;
-            let info = verify::verify(&bytes).map_err(|reason| UpstreamError::NotAnImage {
-                content_type,
-                url: current.to_string(),
-                reason,
+            let info = verify::verify(&bytes).map_err(|reason| match reason {
+                VerifyError::Truncated(..) | VerifyError::BadHeader(..) => UpstreamError::Corrupt {
+                    url: current.to_string(),
+                    reason,
+                },
+                _ => UpstreamError::NotAnImage {
+                    content_type,
+                    url: current.to_string(),
+                    reason,
+                },
             })?;
             return Ok(Fetched::Image(Image {
                 bytes,

@@ -25,6 +25,8 @@ pub enum VerifyError {
     UnsupportedFormat(&'static str),
     #[error("{0} header is corrupt: {1}")]
     BadHeader(&'static str, String),
+    #[error("{0} is truncated: {1}")]
+    Truncated(&'static str, &'static str),
 }
 
 /// Checks the format from the magic number and reads the dimensions from the header.
@@ -59,12 +61,57 @@ pub fn verify(bytes: &[u8]) -> Result<ImageInfo, VerifyError> {
             "zero width or height".into(),
         ));
     }
+    check_complete(media_type, bytes)?;
     Ok(ImageInfo {
         media_type,
         extension,
         width,
         height,
     })
+}
+
+/// Cheap structural checks that the file was not cut short, so a truncated image is
+/// refused before it is stored under a good name. Each looks only at markers the format
+/// guarantees: the main image's end-of-image marker, the final PNG chunk, the GIF
+/// trailer, the RIFF length.
+fn check_complete(media_type: &'static str, bytes: &[u8]) -> Result<(), VerifyError> {
+    let truncated = |why| Err(VerifyError::Truncated(media_type, why));
+    match media_type {
+        "image/jpeg" => {
+            // In entropy-coded data 0xFF is always followed by 0x00 or a restart marker,
+            // so FF D9 after the last start-of-scan can only be the real end of image.
+            let last_sos = find_last(bytes, &[0xFF, 0xDA]).unwrap_or(0);
+            if find_last(&bytes[last_sos..], &[0xFF, 0xD9]).is_none() {
+                return truncated("no end-of-image marker after the last scan");
+            }
+        }
+        "image/png" => {
+            let tail = &bytes[bytes.len().saturating_sub(64)..];
+            if find_last(tail, b"IEND").is_none() {
+                return truncated("no IEND chunk");
+            }
+        }
+        "image/gif" => {
+            let tail = &bytes[bytes.len().saturating_sub(16)..];
+            if !tail.contains(&0x3B) {
+                return truncated("no trailer");
+            }
+        }
+        "image/webp" => {
+            let declared = bytes
+                .get(4..8)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize + 8);
+            if declared.is_none_or(|n| n > bytes.len()) {
+                return truncated("shorter than its RIFF header says");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// A short, safe description of a non-image body for error messages.
@@ -129,6 +176,25 @@ mod tests {
             verify(b"{\"error\":1}"),
             Err(VerifyError::NotAnImage(_))
         ));
+    }
+
+    #[test]
+    fn truncated_images_are_refused() {
+        for name in [
+            "photo-480.jpg",
+            "photo-1920-progressive.jpg",
+            "cat-alpha.png",
+            "pan-anim.gif",
+        ] {
+            let bytes = fixture(name);
+            assert!(verify(&bytes).is_ok(), "{name} whole");
+            let cut = &bytes[..bytes.len() * 2 / 3];
+            assert!(
+                matches!(verify(cut), Err(VerifyError::Truncated(..))),
+                "{name} cut: {:?}",
+                verify(cut)
+            );
+        }
     }
 
     #[test]

@@ -306,6 +306,24 @@ async fn non_image_bodies_are_415_and_not_stored() {
 }
 
 #[tokio::test]
+async fn images_truncated_at_the_source_are_422_and_not_stored() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    for file in ["photo-1080.jpg", "cat-alpha.png", "pan-anim.gif"] {
+        let response = client()
+            .get(server.proxy(&origin.url(&format!("/cut/{file}"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{file}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "corrupt-image", "{file}");
+    }
+    assert_eq!(server.files("objects"), 0);
+}
+
+#[tokio::test]
 async fn bodies_over_the_cap_are_413_without_reading_them_all() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,8 @@
 //! - `/status/<code>/<name>`: that status with a small HTML body
 //! - `/slow/<ms>/<file>`: waits, then serves the file
 //! - `/truncated/<file>`: announces the full length, sends half, closes
+//! - `/cut/<file>`: a complete transfer of the first two thirds of the file (a file that
+//!   was truncated at the source)
 //! - `/endless/<name>`: a chunked body that never ends (a JPEG header, then zeros)
 //! - `/huge-length/<name>`: announces a 1 GiB Content-Length
 //! - `/redirect/<n>/<file>`: a chain of n redirects ending at `/img/<file>`
@@ -248,6 +250,14 @@ async fn serve(
                 .header("content-length", bytes.len())
                 .body(stream)
                 .unwrap()
+        }
+        ["cut", file] => {
+            let bytes = fixture(file);
+            full(
+                StatusCode::OK,
+                media_type(file),
+                bytes[..bytes.len() * 2 / 3].to_vec(),
+            )
         }
         ["endless", _] => {
             let mut chunks = vec![Bytes::from(fixture("photo-480.jpg")[..1024].to_vec())];

@@ -1,0 +1,644 @@
+//! Transform options: parsing, validation and canonicalisation of the query options
+//! (`w`, `h`, `dpr`, `fit`, `enlarge`, `q`, `format`, `bg`) into a [`Spec`].
+//!
+//! Owns the option grammar, the error messages that name the offending option, the
+//! `allowed_widths` restriction, and the canonical strings that name variants. It does
+//! not know the source image (see `probe`) nor the client's `Accept` (see `negotiate`),
+//! so anything that depends on them is resolved later, in [`Spec::canonical_for`].
+
+use std::fmt::Write as _;
+
+use super::{OutputFormat, Settings};
+
+/// How the picture is fitted into a box given by both `w` and `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fit {
+    /// Keep the aspect ratio; the result fits within w×h (default).
+    #[default]
+    Inside,
+    /// Keep the aspect ratio; fill w×h exactly, cropping the overflow around the centre.
+    Cover,
+    /// Keep the aspect ratio; fit inside and pad to w×h with the background colour.
+    Contain,
+    /// Stretch to w×h exactly, ignoring the aspect ratio.
+    Fill,
+}
+
+impl Fit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fit::Inside => "inside",
+            Fit::Cover => "cover",
+            Fit::Contain => "contain",
+            Fit::Fill => "fill",
+        }
+    }
+}
+
+/// The requested output format: a fixed one, or `auto` (negotiated from `Accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FormatChoice {
+    #[default]
+    Auto,
+    Fixed(OutputFormat),
+}
+
+/// A straight (not premultiplied) sRGB colour with alpha.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rgba(pub [u8; 4]);
+
+impl Rgba {
+    pub const WHITE: Rgba = Rgba([255, 255, 255, 255]);
+    pub const TRANSPARENT: Rgba = Rgba([0, 0, 0, 0]);
+
+    /// Lowercase `rrggbbaa`.
+    pub fn to_hex(self) -> String {
+        let [r, g, b, a] = self.0;
+        format!("{r:02x}{g:02x}{b:02x}{a:02x}")
+    }
+}
+
+/// Parsed, validated transform options. Sizes are device pixels: `dpr` is already folded in,
+/// so `w=240&dpr=2` and `w=480` are the same `Spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Spec {
+    pub(crate) width: Option<u32>,
+    pub(crate) height: Option<u32>,
+    pub(crate) fit: Fit,
+    pub(crate) enlarge: bool,
+    pub(crate) quality: Option<u8>,
+    pub(crate) format: FormatChoice,
+    pub(crate) background: Option<Rgba>,
+}
+
+/// A query option that can't be turned into a [`Spec`]. Every variant is the client's fault
+/// (HTTP 400); the message names the option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error("{option}: {reason}")]
+    BadValue {
+        option: &'static str,
+        reason: String,
+    },
+    #[error("w: {width} is not an allowed width (allowed: {allowed})")]
+    WidthNotAllowed { width: u32, allowed: String },
+    #[error("format: {0} output not enabled")]
+    FormatNotEnabled(&'static str),
+}
+
+impl SpecError {
+    /// Stable kebab-case code for responses, logs and metric labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SpecError::UnknownOption(_) => "unknown-option",
+            SpecError::BadValue { .. } => "bad-option",
+            SpecError::WidthNotAllowed { .. } => "width-not-allowed",
+            SpecError::FormatNotEnabled(_) => "format-not-enabled",
+        }
+    }
+
+    fn bad(option: &'static str, reason: impl Into<String>) -> SpecError {
+        SpecError::BadValue {
+            option,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The option names this module understands, in canonical (sorted) order.
+pub const OPTIONS: [&str; 8] = ["bg", "dpr", "enlarge", "fit", "format", "h", "q", "w"];
+
+impl Spec {
+    /// `pairs` = the query's options other than `url` (already percent-decoded).
+    /// `Ok(None)` when no transform option is present: serve the original.
+    pub fn from_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        settings: &Settings,
+    ) -> Result<Option<Spec>, SpecError> {
+        let mut raw: [Option<&str>; OPTIONS.len()] = [None; OPTIONS.len()];
+        for (name, value) in pairs {
+            let Some(i) = OPTIONS.iter().position(|o| *o == name) else {
+                // Cap the echoed name: it ends up in a response body and in logs.
+                let shown: String = name.chars().take(40).collect();
+                return Err(SpecError::UnknownOption(shown));
+            };
+            if raw[i].is_some() {
+                return Err(SpecError::bad(OPTIONS[i], "given more than once"));
+            }
+            raw[i] = Some(value);
+        }
+        if raw.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let [bg, dpr, enlarge, fit, format, h, q, w] = raw;
+
+        let dpr = match dpr {
+            None => 1.0,
+            Some(v) => parse_dpr(v)?,
+        };
+        let width = w
+            .map(|v| parse_dim("w", v, settings.max_width, dpr))
+            .transpose()?;
+        let height = h
+            .map(|v| parse_dim("h", v, settings.max_height, dpr))
+            .transpose()?;
+        if let Some(width) = width
+            && !settings.allowed_widths.is_empty()
+            && !settings.allowed_widths.contains(&width)
+        {
+            let mut allowed = String::new();
+            for (i, a) in settings.allowed_widths.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(allowed, "{sep}{a}");
+            }
+            return Err(SpecError::WidthNotAllowed { width, allowed });
+        }
+        let mut fit = match fit {
+            None => Fit::Inside,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "inside" => Fit::Inside,
+                "cover" => Fit::Cover,
+                "contain" => Fit::Contain,
+                "fill" => Fit::Fill,
+                _ => {
+                    return Err(SpecError::bad(
+                        "fit",
+                        "must be one of inside, cover, contain, fill",
+                    ));
+                }
+            },
+        };
+        // With fewer than two sizes every fit mode means "keep the aspect ratio", so they
+        // collapse to one variant.
+        if width.is_none() || height.is_none() {
+            fit = Fit::Inside;
+        }
+        let enlarge = match enlarge {
+            None => false,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => return Err(SpecError::bad("enlarge", "must be 0 or 1")),
+            },
+        };
+        let quality = q
+            .map(|v| match parse_uint(v) {
+                Some(n @ 1..=100) => Ok(n as u8),
+                _ => Err(SpecError::bad("q", "must be an integer between 1 and 100")),
+            })
+            .transpose()?;
+        let format = match format {
+            None => FormatChoice::Auto,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "auto" => FormatChoice::Auto,
+                "jpeg" | "jpg" => FormatChoice::Fixed(OutputFormat::Jpeg),
+                "png" => FormatChoice::Fixed(OutputFormat::Png),
+                "webp" => FormatChoice::Fixed(OutputFormat::Webp),
+                "gif" => FormatChoice::Fixed(OutputFormat::Gif),
+                "avif" if settings.avif_enabled() => FormatChoice::Fixed(OutputFormat::Avif),
+                "avif" => return Err(SpecError::FormatNotEnabled("avif")),
+                _ => {
+                    return Err(SpecError::bad(
+                        "format",
+                        "must be one of jpeg, png, webp, avif, gif, auto",
+                    ));
+                }
+            },
+        };
+        let background = bg.map(parse_colour).transpose()?;
+        Ok(Some(Spec {
+            width,
+            height,
+            fit,
+            enlarge,
+            quality,
+            format,
+            background,
+        }))
+    }
+
+    /// Canonical string of the request as parsed: sorted keys, every key present, defaults
+    /// filled, `dpr` folded into `w`/`h`, equivalent spellings collapsed. Equal specs ⇒
+    /// equal strings. It keeps `format=auto`; to name a rendered variant prefer
+    /// [`Spec::canonical_for`], which also resolves the format-dependent defaults.
+    pub fn canonical(&self) -> String {
+        let bg = match self.background {
+            Some(c) => c.to_hex(),
+            None => "default".to_owned(),
+        };
+        let format = match self.format {
+            FormatChoice::Auto => "auto",
+            FormatChoice::Fixed(f) => f.as_str(),
+        };
+        let q = match self.quality {
+            Some(q) => q.to_string(),
+            None => "default".to_owned(),
+        };
+        self.join(&bg, format, &q)
+    }
+
+    /// Canonical string of what [`render`](super::render) will produce for `format`: like
+    /// [`Spec::canonical`], but with the output format written in and the quality and
+    /// background resolved for it (so `format=auto` that chose WebP and `format=webp` give
+    /// the same string, as do an explicit `q` equal to the default and no `q`). Options that
+    /// do not affect the output for that format are dropped (`q` for PNG/GIF; `bg` unless
+    /// padding or flattening onto it can happen).
+    pub fn canonical_for(&self, format: OutputFormat, settings: &Settings) -> String {
+        let q = match settings.quality_for(format, self.quality) {
+            Some(q) => q.to_string(),
+            None => "-".to_owned(),
+        };
+        let bg = if self.fit == Fit::Contain || format == OutputFormat::Jpeg {
+            self.background_for(format).to_hex()
+        } else {
+            "-".to_owned()
+        };
+        self.join(&bg, format.as_str(), &q)
+    }
+
+    fn join(&self, bg: &str, format: &str, q: &str) -> String {
+        let dim = |d: Option<u32>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        format!(
+            "bg={bg}&enlarge={}&fit={}&format={format}&h={}&q={q}&w={}",
+            u8::from(self.enlarge),
+            self.fit.as_str(),
+            dim(self.height),
+            dim(self.width)
+        )
+    }
+
+    /// Target width in device pixels (`w × dpr`), if given.
+    pub fn width(&self) -> Option<u32> {
+        self.width
+    }
+
+    /// Target height in device pixels (`h × dpr`), if given.
+    pub fn height(&self) -> Option<u32> {
+        self.height
+    }
+
+    pub fn fit(&self) -> Fit {
+        self.fit
+    }
+
+    pub fn enlarge(&self) -> bool {
+        self.enlarge
+    }
+
+    pub fn format(&self) -> FormatChoice {
+        self.format
+    }
+
+    /// The explicit `q`, if any; see [`Settings::quality_for`] for the effective one.
+    pub fn quality(&self) -> Option<u8> {
+        self.quality
+    }
+
+    /// The colour to pad (`fit=contain`) and to flatten alpha onto: the explicit `bg`, else
+    /// white for JPEG (flattening onto black is the classic bug) and transparent otherwise.
+    pub fn background_for(&self, format: OutputFormat) -> Rgba {
+        match (self.background, format) {
+            (Some(c), _) => c,
+            (None, OutputFormat::Jpeg) => Rgba::WHITE,
+            (None, _) => Rgba::TRANSPARENT,
+        }
+    }
+
+    /// True when the spec changes the geometry (a size was given).
+    pub fn has_size(&self) -> bool {
+        self.width.is_some() || self.height.is_some()
+    }
+}
+
+/// Digits only: no sign, no spaces, no exponent, at most 9 digits so it fits a u32.
+fn parse_uint(v: &str) -> Option<u32> {
+    if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+fn parse_dpr(v: &str) -> Result<f64, SpecError> {
+    let bad = || SpecError::bad("dpr", "must be a number between 1 and 4");
+    // Plain decimal only ("2", "1.5"): refuses "nan", "inf", "1e0" and friends.
+    let (int, frac) = v.split_once('.').unwrap_or((v, "0"));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !digits(frac) {
+        return Err(bad());
+    }
+    let dpr: f64 = v.parse().map_err(|_| bad())?;
+    if !(1.0..=4.0).contains(&dpr) {
+        return Err(bad());
+    }
+    Ok(dpr)
+}
+
+fn parse_dim(option: &'static str, v: &str, max: u32, dpr: f64) -> Result<u32, SpecError> {
+    let css = match parse_uint(v) {
+        Some(n) if n >= 1 && n <= max => n,
+        _ => {
+            return Err(SpecError::bad(
+                option,
+                format!("must be an integer between 1 and {max}"),
+            ));
+        }
+    };
+    let px = (f64::from(css) * dpr).round();
+    if px > f64::from(max) {
+        return Err(SpecError::bad(
+            option,
+            format!("{css} × dpr is {px}, above the limit of {max}"),
+        ));
+    }
+    // In range 1..=max by the checks above, so the cast is exact.
+    Ok(px as u32)
+}
+
+/// `rgb`, `rgba`, `rrggbb` or `rrggbbaa`, optionally prefixed with `#`, or `transparent`.
+fn parse_colour(v: &str) -> Result<Rgba, SpecError> {
+    let bad = || SpecError::bad("bg", "must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)");
+    let lower = v.to_ascii_lowercase();
+    if lower == "transparent" {
+        return Ok(Rgba::TRANSPARENT);
+    }
+    let hex = lower.strip_prefix('#').unwrap_or(&lower);
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let nibble = |i: usize| u8::from_str_radix(&hex[i..=i], 16).map_err(|_| bad());
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad());
+    match hex.len() {
+        3 | 4 => {
+            let mut c = [255u8; 4];
+            for (i, slot) in c.iter_mut().enumerate().take(hex.len()) {
+                *slot = nibble(i)? * 17;
+            }
+            Ok(Rgba(c))
+        }
+        6 | 8 => {
+            let mut c = [255u8; 4];
+            for (i, slot) in c.iter_mut().enumerate().take(hex.len() / 2) {
+                *slot = byte(i * 2)?;
+            }
+            Ok(Rgba(c))
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> Result<Option<Spec>, SpecError> {
+        parse_with(q, &Settings::default())
+    }
+
+    fn parse_with(q: &str, s: &Settings) -> Result<Option<Spec>, SpecError> {
+        let pairs: Vec<(&str, &str)> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        Spec::from_query(pairs, s)
+    }
+
+    fn canon(q: &str) -> String {
+        parse(q).unwrap().unwrap().canonical()
+    }
+
+    #[test]
+    fn no_options_means_original() {
+        assert_eq!(parse(""), Ok(None));
+    }
+
+    #[test]
+    fn equivalent_spellings_share_a_canonical_string() {
+        let groups: &[&[&str]] = &[
+            &[
+                "w=480",
+                "w=0480",
+                "w=240&dpr=2",
+                "w=240&dpr=2.0",
+                "dpr=2&w=240",
+                "w=480&fit=cover",
+                "w=480&format=auto",
+                "w=480&enlarge=0",
+            ],
+            &[
+                "w=480&h=319",
+                "h=319&w=480",
+                "fit=inside&w=480&h=319",
+                "w=480&h=319&fit=INSIDE",
+            ],
+            &["w=480&format=jpg", "w=480&format=JPEG", "format=jpeg&w=480"],
+            &[
+                "w=100&bg=fff",
+                "w=100&bg=%23fff",
+                "w=100&bg=ffffff",
+                "w=100&bg=FFFFFFFF",
+                "w=100&bg=ffff",
+            ],
+            &["w=100&enlarge=1", "w=100&enlarge=true"],
+        ];
+        for group in groups {
+            // "%23" stands for an already-decoded "#".
+            let canons: Vec<String> = group
+                .iter()
+                .filter_map(|q| parse(&q.replace("%23", "#")).ok().flatten())
+                .map(|s| s.canonical())
+                .collect();
+            assert_eq!(canons.len(), group.len(), "{group:?}");
+            assert!(
+                canons.windows(2).all(|w| w[0] == w[1]),
+                "{group:?}: {canons:?}"
+            );
+        }
+        assert_eq!(
+            canon("w=480&h=319"),
+            "bg=default&enlarge=0&fit=inside&format=auto&h=319&q=default&w=480"
+        );
+        assert_ne!(canon("w=480"), canon("w=481"));
+        assert_ne!(canon("w=480&h=300&fit=cover"), canon("w=480&h=300"));
+        assert_ne!(canon("w=480&q=80"), canon("w=480"));
+    }
+
+    #[test]
+    fn canonical_for_resolves_format_defaults() {
+        let s = Settings::default();
+        let auto = parse("w=480").unwrap().unwrap();
+        let webp = parse("w=480&format=webp").unwrap().unwrap();
+        let q_default = parse(&format!("w=480&q={}", s.webp_quality))
+            .unwrap()
+            .unwrap();
+        let f = OutputFormat::Webp;
+        assert_eq!(auto.canonical_for(f, &s), webp.canonical_for(f, &s));
+        assert_eq!(auto.canonical_for(f, &s), q_default.canonical_for(f, &s));
+        assert_ne!(
+            auto.canonical_for(f, &s),
+            auto.canonical_for(OutputFormat::Jpeg, &s)
+        );
+        // q means nothing for PNG.
+        let q50 = parse("w=480&q=50").unwrap().unwrap();
+        assert_eq!(
+            q50.canonical_for(OutputFormat::Png, &s),
+            auto.canonical_for(OutputFormat::Png, &s)
+        );
+        assert_eq!(
+            auto.canonical_for(OutputFormat::Jpeg, &s),
+            format!(
+                "bg=ffffffff&enlarge=0&fit=inside&format=jpeg&h=-&q={}&w=480",
+                s.jpeg_quality
+            )
+        );
+    }
+
+    #[test]
+    fn dpr_multiplies_both_sizes() {
+        let s = parse("w=200&h=100&dpr=1.5").unwrap().unwrap();
+        assert_eq!((s.width(), s.height()), (Some(300), Some(150)));
+        let s = parse("h=100&dpr=4").unwrap().unwrap();
+        assert_eq!((s.width(), s.height()), (None, Some(400)));
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let cases = [
+            ("foo=1", "unknown-option", "unknown option \"foo\""),
+            (
+                "w=0",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=8193",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=-5",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=12.5",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=",
+                "bad-option",
+                "w: must be an integer between 1 and 8192",
+            ),
+            (
+                "h=abc",
+                "bad-option",
+                "h: must be an integer between 1 and 8192",
+            ),
+            (
+                "w=5000&dpr=2",
+                "bad-option",
+                "w: 5000 × dpr is 10000, above the limit of 8192",
+            ),
+            (
+                "w=1&dpr=5",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "w=1&dpr=0.5",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "w=1&dpr=nan",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "w=1&dpr=1e0",
+                "bad-option",
+                "dpr: must be a number between 1 and 4",
+            ),
+            (
+                "q=0",
+                "bad-option",
+                "q: must be an integer between 1 and 100",
+            ),
+            (
+                "q=101",
+                "bad-option",
+                "q: must be an integer between 1 and 100",
+            ),
+            (
+                "fit=crop",
+                "bad-option",
+                "fit: must be one of inside, cover, contain, fill",
+            ),
+            ("enlarge=yes", "bad-option", "enlarge: must be 0 or 1"),
+            (
+                "format=bmp",
+                "bad-option",
+                "format: must be one of jpeg, png, webp, avif, gif, auto",
+            ),
+            (
+                "format=avif",
+                "format-not-enabled",
+                "format: avif output not enabled",
+            ),
+            (
+                "bg=12345",
+                "bad-option",
+                "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)",
+            ),
+            (
+                "bg=ggg",
+                "bad-option",
+                "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)",
+            ),
+            ("w=1&w=2", "bad-option", "w: given more than once"),
+        ];
+        for (q, code, msg) in cases {
+            let err = parse(q).expect_err(q);
+            assert_eq!((err.code(), err.to_string().as_str()), (code, msg), "{q}");
+        }
+    }
+
+    #[test]
+    fn allowed_widths_restrict_device_width() {
+        let s = Settings {
+            allowed_widths: vec![320, 480, 960],
+            ..Settings::default()
+        };
+        assert!(parse_with("w=480", &s).is_ok());
+        assert!(parse_with("w=480&dpr=2", &s).is_ok());
+        assert!(parse_with("h=100", &s).is_ok());
+        let err = parse_with("w=500", &s).unwrap_err();
+        assert_eq!(err.code(), "width-not-allowed");
+        assert_eq!(
+            err.to_string(),
+            "w: 500 is not an allowed width (allowed: 320, 480, 960)"
+        );
+    }
+
+    #[test]
+    fn colours() {
+        assert_eq!(parse_colour("fff"), Ok(Rgba([255, 255, 255, 255])));
+        assert_eq!(parse_colour("#0008"), Ok(Rgba([0, 0, 0, 0x88])));
+        assert_eq!(parse_colour("ff000080"), Ok(Rgba([255, 0, 0, 0x80])));
+        assert_eq!(parse_colour("transparent"), Ok(Rgba::TRANSPARENT));
+        assert!(parse_colour("#ff00").is_ok());
+        assert!(parse_colour("é").is_err());
+    }
+
+    #[test]
+    fn single_dimension_collapses_fit() {
+        assert_eq!(parse("w=100&fit=fill").unwrap().unwrap().fit(), Fit::Inside);
+        assert_eq!(
+            parse("w=100&h=50&fit=fill").unwrap().unwrap().fit(),
+            Fit::Fill
+        );
+    }
+}

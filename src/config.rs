@@ -42,6 +42,7 @@ pub struct Config {
     pub response: ResponseConfig,
     pub transform: TransformConfig,
     pub admin: AdminConfig,
+    pub article: ArticleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +239,50 @@ pub struct AdminConfig {
     pub token: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArticleConfig {
+    /// URL prefixes of CORS-proxy workers whose image URLs `rewrite` and `prefetch` take as
+    /// "upstream behind a worker". Default `["https://cors.zfour.workers.dev/?"]`.
+    pub worker_prefixes: Vec<String>,
+    /// Size front-matter images are asked for, as `"W,H"` (like `data-size`); empty keeps
+    /// the original. Default `""`.
+    pub front_matter_size: String,
+    /// Images a prefetch mirrors at once. Default 8.
+    pub prefetch_concurrency: usize,
+    /// Images a prefetch fetches at once from one upstream host (politeness). Default 2.
+    pub prefetch_per_host: usize,
+    /// Tries per image for transient failures (timeouts, 5xx, resets); 4xx is never
+    /// retried. Default 3.
+    pub prefetch_attempts: u32,
+    /// Largest `POST /prefetch` request body in bytes; larger ones get 413. Default 5 MiB.
+    pub prefetch_max_body_bytes: u64,
+}
+
+impl Default for ArticleConfig {
+    fn default() -> Self {
+        ArticleConfig {
+            worker_prefixes: vec!["https://cors.zfour.workers.dev/?".into()],
+            front_matter_size: String::new(),
+            prefetch_concurrency: 8,
+            prefetch_per_host: 2,
+            prefetch_attempts: 3,
+            prefetch_max_body_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+impl ArticleConfig {
+    /// `front_matter_size` parsed: `None` for the original size (or a value `validate`
+    /// refuses).
+    pub fn front_matter_size(&self) -> Option<(u32, u32)> {
+        let (w, h) = self.front_matter_size.split_once(',')?;
+        let w: u32 = w.trim().parse().ok()?;
+        let h: u32 = h.trim().parse().ok()?;
+        (w > 0 && h > 0).then_some((w, h))
+    }
+}
+
 impl Config {
     /// Reads `path` (which must exist when `required`), applies the environment, validates.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
@@ -322,6 +367,35 @@ impl Config {
                 message: e.to_string(),
             });
         }
+        let article = &self.article;
+        if article.worker_prefixes.iter().any(|p| p.trim().is_empty()) {
+            return invalid(
+                "article.worker_prefixes",
+                "must not contain an empty prefix",
+            );
+        }
+        if !article.front_matter_size.is_empty() && article.front_matter_size().is_none() {
+            return invalid(
+                "article.front_matter_size",
+                "must be \"W,H\" with two positive integers, or empty",
+            );
+        }
+        for (key, value) in [
+            ("article.prefetch_concurrency", article.prefetch_concurrency),
+            ("article.prefetch_per_host", article.prefetch_per_host),
+            (
+                "article.prefetch_attempts",
+                article.prefetch_attempts as usize,
+            ),
+            (
+                "article.prefetch_max_body_bytes",
+                usize::try_from(article.prefetch_max_body_bytes).unwrap_or(usize::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
         Ok(())
     }
 }
@@ -333,13 +407,14 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 6] = [
+    const SECTIONS: [&str; 7] = [
         "server",
         "cache",
         "upstream",
         "response",
         "transform",
         "admin",
+        "article",
     ];
     for (var, raw) in vars {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
@@ -458,5 +533,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("two addresses"), "{err}");
+        let err = load_str("[article]\nfront_matter_size = \"480\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("article.front_matter_size"),
+            "{err}"
+        );
+        let config = load_str(
+            "",
+            &[
+                ("IMGMIRROR_ARTICLE_FRONT_MATTER_SIZE", "960,540"),
+                (
+                    "IMGMIRROR_ARTICLE_WORKER_PREFIXES",
+                    r#"["https://a.workers.dev/?"]"#,
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.article.front_matter_size(), Some((960, 540)));
+        assert_eq!(config.article.worker_prefixes, ["https://a.workers.dev/?"]);
     }
 }

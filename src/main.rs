@@ -1,12 +1,18 @@
 //! The `imgmirror` binary: parses the command line, sets up logging, and calls the
 //! library. `anyhow` lives here and nowhere else.
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use imgmirror::article::prefetch::{self, ImageReport, Options, PrefetchReport, Via};
+use imgmirror::article::remote::Remote;
+use imgmirror::article::{Mode, Settings, Target};
 use imgmirror::config::{Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
@@ -37,10 +43,63 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Mirror the images of posts (and the resized variants their rewritten versions
+    /// request) before anyone reads them; the images are pinned to their posts
+    Prefetch {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print the report as JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Posts (.md, .markdown, .html), folders of posts, or image URLs
+        #[arg(required = true, value_name = "PATH_OR_URL")]
+        inputs: Vec<String>,
+    },
+    /// Rewrite the image URLs of posts to point at the mirror, keeping every other byte
+    Rewrite {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The imgmirror server the posts will use, e.g. https://img.example.com
+        #[arg(long)]
+        base: String,
+        /// Prefetch first, then write content-addressed /m/<sha256>.<ext> URLs
+        #[arg(long)]
+        pin: bool,
+        /// Report what would change; write nothing
+        #[arg(long, conflicts_with = "diff")]
+        dry_run: bool,
+        /// Print a unified diff of the changes; write nothing
+        #[arg(long)]
+        diff: bool,
+        /// Also rewrite plain http:// image URLs (not only worker URLs)
+        #[arg(long)]
+        all_http: bool,
+        /// Posts or folders of posts
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Flags of the commands that can prefetch through a running server.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// Prefetch through this running server's POST /prefetch instead of the local store
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Admin bearer token for --server [default: admin.token from the config]
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
+        // Logs go to stderr: stdout is the commands' output (`prefetch --json`, `--diff`).
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGMIRROR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -54,7 +113,166 @@ fn main() -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prefetch {
+            store,
+            remote,
+            json,
+            inputs,
+        } => {
+            let config = load_config(&store)?;
+            let mut settings = Settings::from_config(&config.article);
+            settings.own_bases.extend(remote.server.clone());
+            let report = runtime.block_on(prefetch_cmd(&config, &remote, &settings, &inputs))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(exit_code(report.any_failed()))
+        }
+        Command::Rewrite {
+            store,
+            remote,
+            base,
+            pin,
+            dry_run,
+            diff,
+            all_http,
+            paths,
+        } => {
+            let config = load_config(&store)?;
+            let mut settings = Settings::from_config(&config.article);
+            settings.all_http = all_http;
+            settings.own_bases.extend(remote.server.clone());
+            let mut pins = HashMap::new();
+            let mut failed = false;
+            if pin {
+                let inputs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                let report =
+                    runtime.block_on(prefetch_cmd(&config, &remote, &settings, &inputs))?;
+                // stdout carries the rewrite's own output (a diff can be piped to patch).
+                eprint!("{}", report.table());
+                failed |= report.any_failed();
+                pins = report.pins();
+            }
+            let target = Target { base, pins };
+            let mode = if diff {
+                Mode::Diff
+            } else if dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Write
+            };
+            let report = imgmirror::article::rewrite_paths(&paths, &settings, &target, mode);
+            if diff {
+                print!("{}", report.diff);
+                eprint!("{}", report.summary());
+            } else {
+                print!("{}", report.summary());
+            }
+            Ok(exit_code(failed || report.any_failed()))
+        }
+    }
+}
+
+fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prefetches `inputs` locally or through `--server`, with a progress bar on a terminal and
+/// one line per image otherwise.
+async fn prefetch_cmd(
+    config: &Config,
+    remote: &RemoteArgs,
+    settings: &Settings,
+    inputs: &[String],
+) -> anyhow::Result<PrefetchReport> {
+    let options = Options::from_config(&config.article);
+    let mut progress = Progress::new();
+    let report = match &remote.server {
+        Some(server) => {
+            let token = remote
+                .token
+                .clone()
+                .unwrap_or_else(|| config.admin.token.clone());
+            if token.is_empty() {
+                anyhow::bail!("--server needs the admin token: pass --token or set admin.token");
+            }
+            let client = Remote::new(server, &token)?;
+            prefetch::prefetch_inputs(Via::Remote(&client), inputs, settings, &options, |i| {
+                progress.image(i)
+            })
+            .await
+        }
+        None => {
+            let state = imgmirror::server::State::new(config.clone()).with_context(|| {
+                format!(
+                    "cannot open the store in {} (a running server holds its lock: \
+                     stop it, or prefetch through it with --server URL --token T)",
+                    config.cache.dir.display()
+                )
+            })?;
+            prefetch::prefetch_inputs(Via::Local(&state), inputs, settings, &options, |i| {
+                progress.image(i)
+            })
+            .await
+        }
+    };
+    progress.finish();
+    Ok(report)
+}
+
+/// A progress bar when stderr is a terminal, else one log line per image (CI logs and pipes
+/// get readable lines instead of carriage returns).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    done: usize,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos} images {elapsed} {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, done: 0 }
+    }
+
+    fn image(&mut self, image: &ImageReport) {
+        self.done += 1;
+        let status = match &image.code {
+            Some(code) => format!("failed {} {code}", image.http_status),
+            None => image.status.as_str().to_owned(),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("{status} {}", image.url));
+            }
+            None => eprintln!(
+                "prefetch: [{}] {status} {} ({} ms)",
+                self.done, image.url, image.ms
+            ),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }

@@ -124,6 +124,23 @@ pub fn rewrite_paths(
     report
 }
 
+/// The posts under `paths`, found exactly as [`rewrite_paths`] finds them (so `prefetch` and
+/// `rewrite --pin` see the same posts), each once; a path that cannot be read or is not a post
+/// is an error entry.
+pub fn find_posts(paths: &[PathBuf]) -> Vec<Result<(PathBuf, Kind), ArticleError>> {
+    let mut out = Vec::new();
+    let mut posts = Vec::new();
+    for path in paths {
+        if let Err(err) = collect(path, true, &mut posts) {
+            out.push(Err(err));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    posts.retain(|(path, _)| seen.insert(fs::canonicalize(path).unwrap_or_else(|_| path.clone())));
+    out.extend(posts.into_iter().map(Ok));
+    out
+}
+
 fn rewrite_file(
     path: &Path,
     kind: Kind,

@@ -3,20 +3,25 @@
 //! One extraction serves both `imgmirror rewrite` and `imgmirror prefetch`, so what gets
 //! prefetched is exactly what the rewritten post will ask for.
 //!
-//! It knows nothing of HTTP or the store: `--pin` hands it a ready map of upstream URL to
-//! content hash. Real parsers locate the values (saphyr-parser for YAML, lol_html for HTML,
+//! Extraction and rewriting know nothing of HTTP or the store: `--pin` hands them a ready
+//! map of upstream URL to content hash. `prefetch` is the one part that acts: it drives a
+//! server `State` in-process (the store for originals, `server::get` for variants), and
+//! `remote` is its client for a running server's `POST /prefetch`. Real parsers locate the values (saphyr-parser for YAML, lol_html for HTML,
 //! pulldown-cmark for Markdown); the rewrite then splices new values into the original text,
 //! so whitespace, quoting, attribute order, entities and line endings are untouched.
 //!
 //! Submodules: `frontmatter` (the `---` block), `html` (start tags and `srcset`), `markdown`
 //! (HTML ranges and image destinations), `urls` (which URLs are ours, the URLs we write),
 //! `scan` (the one extraction), `splice` (edits for a rewrite), `files` (the `rewrite`
-//! command's engine: walking, atomic writes, diffs, the report).
+//! command's engine: walking, atomic writes, diffs, the report), `prefetch` (mirroring,
+//! pinning and warming a post's images), `remote` (the `POST /prefetch` client).
 
 mod files;
 mod frontmatter;
 mod html;
 mod markdown;
+pub mod prefetch;
+pub mod remote;
 mod scan;
 mod splice;
 mod urls;
@@ -24,7 +29,7 @@ mod urls;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use files::{FileReport, Mode, RewriteReport, rewrite_paths, write_atomic};
+pub use files::{FileReport, Mode, RewriteReport, find_posts, rewrite_paths, write_atomic};
 
 /// The worker every seed post goes through.
 pub const DEFAULT_WORKER_PREFIX: &str = "https://cors.zfour.workers.dev/?";
@@ -50,6 +55,19 @@ impl Default for Settings {
             worker_prefixes: vec![DEFAULT_WORKER_PREFIX.to_owned()],
             all_http: false,
             front_matter_size: None,
+            own_bases: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// The `[article]` config section as settings (`all_http` and `own_bases` are the
+    /// command's to set).
+    pub fn from_config(config: &crate::config::ArticleConfig) -> Settings {
+        Settings {
+            worker_prefixes: config.worker_prefixes.clone(),
+            all_http: false,
+            front_matter_size: config.front_matter_size(),
             own_bases: Vec::new(),
         }
     }

@@ -1,13 +1,28 @@
-//! Admin endpoints: purge (`DELETE /?<URL>`) and, later, prefetch. All of them need
-//! `Authorization: Bearer <admin.token>`; with no token configured they do not exist.
+//! Admin endpoints: purge (`DELETE /?<URL>`) and prefetch (`POST /prefetch`). All of them
+//! need `Authorization: Bearer <admin.token>`; with no token configured they do not exist.
+//! Prefetch's work is `article::prefetch`; this file only authorises, reads the bounded
+//! body, and streams the engine's results back as NDJSON.
 
-use http::{HeaderMap, Response, StatusCode};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Frame, Incoming};
 use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
 use url::Url;
 
 use super::State;
 use super::response::{self, AppError, Body};
 use super::router::RouteError;
+use crate::article::prefetch::{self, Event, Options, Plan};
+use crate::article::{self, Kind, Settings};
+use crate::store::ContentHash;
 
 /// Checks the bearer token in constant time (for a given length), so it cannot be
 /// guessed byte by byte from response times.
@@ -50,4 +65,189 @@ pub async fn purge(
         format!("{body}\n"),
         "application/json",
     ))
+}
+
+/// What a `POST /prefetch` body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    Urls,
+    Article(Kind),
+}
+
+/// `POST /prefetch[?article=<id>]`: mirrors, pins and warms the images of the article (or
+/// JSON list of image URLs) in the body, answering with one NDJSON line per image as it
+/// finishes and a last `done` line. The work goes on if the client disconnects: it is
+/// bounded, and a half-prefetched post is worth finishing.
+pub async fn prefetch(
+    state: &Arc<State>,
+    request: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>, AppError> {
+    // Authorised before a byte of the body is read: strangers cannot make us buffer 5 MiB.
+    authorize(&request.headers, &state.config.admin.token)?;
+    let limit = state.config.article.prefetch_max_body_bytes;
+    let announced = request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(AppError::RequestTooLarge { limit });
+    }
+    let bytes = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                AppError::RequestTooLarge { limit }
+            } else {
+                AppError::BadRequest(format!("cannot read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| AppError::BadRequest("request body is not utf-8".into()))?;
+
+    let article = request
+        .uri
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "article"))
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+        // Without a name, the body's hash names the article: posting the same post again
+        // pins under the same id instead of adding a new one.
+        .unwrap_or_else(|| format!("sha256:{}", &ContentHash::of(&bytes).to_hex()[..16]));
+    let settings = Settings::from_config(&state.config.article);
+    let mut plan = Plan::default();
+    match payload(&request.headers, text) {
+        Payload::Urls => {
+            let urls: Vec<String> = serde_json::from_str(text).map_err(|e| {
+                AppError::BadRequest(format!("body is not a JSON list of URLs: {e}"))
+            })?;
+            for url in &urls {
+                plan.add_url(url, &settings, Some(&article));
+            }
+        }
+        Payload::Article(kind) => {
+            let refs = article::extract(text, kind, &settings)?;
+            plan.add_refs(&refs, Some(&article));
+        }
+    }
+    tracing::info!(%article, images = plan.len(), "prefetch requested");
+
+    let (lines, receiver) = mpsc::unbounded_channel::<Bytes>();
+    let options = Options::from_config(&state.config.article);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let report = prefetch::run(&state, plan.into_jobs(), &options, |image| {
+            // A gone client is not an error: the prefetch itself is what matters.
+            let _ = lines.send(Bytes::from(Event::Image(Box::new(image.clone())).to_line()));
+        })
+        .await;
+        let done = Event::Done {
+            images: report.images.len(),
+            failed: report.failed(),
+            ms: report.ms,
+        };
+        tracing::info!(%article, images = report.images.len(), failed = report.failed(), ms = report.ms, "prefetch finished");
+        let _ = lines.send(Bytes::from(done.to_line()));
+    });
+
+    let mut response = Response::new(ChannelBody(receiver).boxed());
+    let headers = response.headers_mut();
+    response::common_headers(headers);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// JSON for `application/json`, else the post kind its Content-Type names, else a sniff: a
+/// body starting with `[` is a URL list, with `<` HTML, anything else Markdown (which also
+/// reads embedded HTML, so it is the safe guess).
+fn payload(headers: &HeaderMap, text: &str) -> Payload {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match content_type.as_str() {
+        "application/json" => Payload::Urls,
+        "text/markdown" | "text/x-markdown" => Payload::Article(Kind::Markdown),
+        "text/html" => Payload::Article(Kind::Html),
+        _ => match text.trim_start().chars().next() {
+            Some('[') => Payload::Urls,
+            Some('<') => Payload::Article(Kind::Html),
+            _ => Payload::Article(Kind::Markdown),
+        },
+    }
+}
+
+/// A response body fed line by line through a channel; it ends when the sender is dropped.
+struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_table() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
+            h
+        };
+        let none = HeaderMap::new();
+        let cases = [
+            (with("application/json"), "x", Payload::Urls),
+            (
+                with("text/markdown; charset=utf-8"),
+                "[",
+                Payload::Article(Kind::Markdown),
+            ),
+            (with("Text/HTML"), "---", Payload::Article(Kind::Html)),
+            (none.clone(), "  [\"http://a/b.jpg\"]", Payload::Urls),
+            (
+                none.clone(),
+                "<div><img src=x></div>",
+                Payload::Article(Kind::Html),
+            ),
+            (
+                none.clone(),
+                "---\ntitle: x\n---\n",
+                Payload::Article(Kind::Markdown),
+            ),
+            (
+                with("application/octet-stream"),
+                "![a](b)",
+                Payload::Article(Kind::Markdown),
+            ),
+        ];
+        for (headers, body, want) in cases {
+            assert_eq!(payload(&headers, body), want, "{headers:?} {body}");
+        }
+    }
 }

@@ -217,7 +217,7 @@ pub async fn get(
 async fn dispatch(
     state: &Arc<State>,
     request: &http::request::Parts,
-    _body: Incoming,
+    body: Incoming,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, AppError> {
     let uri = &request.uri;
@@ -225,9 +225,7 @@ async fn dispatch(
     outcome.route = route.name();
     match route {
         // The only route with a request body.
-        Route::Prefetch => Err(AppError::Route(router::RouteError::NotFound(
-            "/prefetch".into(),
-        ))),
+        Route::Prefetch => admin::prefetch(state, request, body).await,
         route => serve(state, request, route, outcome).await,
     }
 }

@@ -5,12 +5,14 @@
 //! [`AppError::status_and_code`]; the JSON body carries a stable kebab-case `code` that
 //! clients and tests can branch on, and a lowercase human `message`.
 
+use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 
 use super::render::RenderError;
 use super::router::RouteError;
@@ -19,7 +21,14 @@ use crate::store::{Blob, Source, StoreError};
 use crate::transform::{PoolError, SpecError};
 use crate::upstream::{GuardError, UpstreamError};
 
-pub type Body = Full<Bytes>;
+/// Every response body: boxed, so a streamed answer (`POST /prefetch`'s NDJSON) and a
+/// buffered image share one type. A boxed `Full` still reports its exact size.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A buffered body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +51,10 @@ pub enum AppError {
     Forbidden(&'static str),
     #[error("{0}")]
     BadRequest(String),
+    #[error("request body is larger than the {limit}-byte limit")]
+    RequestTooLarge { limit: u64 },
+    #[error("the article cannot be read: {0}")]
+    Article(#[from] crate::article::ArticleError),
 }
 
 impl From<UpstreamError> for AppError {
@@ -83,6 +96,10 @@ impl AppError {
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            AppError::RequestTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "request-too-large")
+            }
+            AppError::Article(_) => (StatusCode::BAD_REQUEST, "bad-article"),
         }
     }
 }
@@ -150,7 +167,7 @@ pub fn image(request: &HeaderMap, blob: &Blob, h: ImageHeaders<'_>) -> Response<
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(blob.bytes.clone()));
+        let mut r = Response::new(full(blob.bytes.clone()));
         let headers = r.headers_mut();
         insert(headers, header::CONTENT_TYPE, &blob.meta.media_type);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.bytes.len()));
@@ -245,7 +262,7 @@ fn json(
     error: &AppError,
 ) -> Response<Body> {
     let text = format!("{body}\n");
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(full(text));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     common_headers(headers);
@@ -266,7 +283,7 @@ fn json(
 
 /// A small plain-text response (health, metrics).
 pub fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     common_headers(headers);

@@ -18,6 +18,7 @@
 pub mod disk;
 pub mod index;
 pub mod key;
+mod pin;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

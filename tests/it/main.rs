@@ -1,6 +1,8 @@
 //! Integration tests: real imgmirror servers on 127.0.0.1 against a fixture origin that
 //! serves real photos and misbehaves on purpose. One binary (`autotests = false`).
 
+mod articles;
+mod browser;
 mod headers;
 mod lifecycle;
 mod mirror;

@@ -15,6 +15,10 @@
 //! - `/redirect/<n>/<file>`: a chain of n redirects ending at `/img/<file>`
 //! - `/redirect-to?<url>`: one redirect to an arbitrary URL
 //! - `/mutable/<name>`: whatever file [`Origin::set_mutable`] chose last
+//! - `/qupost/img/<y>/<m>/<d>/<hash>.jpeg`: the seed article's images (the test maps
+//!   `static.1sapp.com` here with `upstream.resolve`); each hash is served as one of the
+//!   real JPEGs, chosen by [`qupost_file`], and a path given to [`Origin::set_missing`]
+//!   answers 404
 //!
 //! Every request is counted per path, so tests can prove what was (not) fetched.
 
@@ -49,6 +53,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 struct Shared {
     hits: Mutex<HashMap<String, usize>>,
     mutable: Mutex<String>,
+    missing: Mutex<Vec<String>>,
 }
 
 pub struct Origin {
@@ -120,6 +125,11 @@ impl Origin {
         *self.shared.mutable.lock().unwrap() = file.to_string();
     }
 
+    /// Makes `path` (e.g. `/qupost/img/…/<hash>.jpeg`) answer 404.
+    pub fn set_missing(&self, path: &str) {
+        self.shared.missing.lock().unwrap().push(path.to_string());
+    }
+
     /// Stops accepting; the port is closed when this returns.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -129,6 +139,15 @@ impl Origin {
             let _ = task.await;
         }
     }
+}
+
+/// The real photo served for the seed article's image `<hash>.jpeg`: a deterministic pick
+/// among three small JPEGs of different sizes, so the 20 images are not all one object yet
+/// tests stay fast.
+pub fn qupost_file(name: &str) -> &'static str {
+    const FILES: [&str; 3] = ["photo-480.jpg", "astronaut-512.jpg", "photo-1080.jpg"];
+    let sum: usize = name.bytes().map(usize::from).sum();
+    FILES[sum % FILES.len()]
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -191,7 +210,18 @@ async fn serve(
     };
     *state.hits.lock().unwrap().entry(key).or_default() += 1;
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    if state.missing.lock().unwrap().contains(&path) {
+        return Ok(full(
+            StatusCode::NOT_FOUND,
+            "text/html",
+            "<h1>not found</h1>",
+        ));
+    }
     let response = match parts.as_slice() {
+        ["qupost", "img", rest] => match rest.rsplit('/').next() {
+            Some(name) => file_response(qupost_file(name), &request, "image/jpeg"),
+            None => full(StatusCode::NOT_FOUND, "text/html", "<h1>not found</h1>"),
+        },
         ["img", file] => file_response(file, &request, media_type(file)),
         ["lie", file] => file_response(file, &request, "text/html; charset=utf-8"),
         ["html-as-jpeg", _] => full(

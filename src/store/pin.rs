@@ -1,0 +1,53 @@
+//! Pins: marking mirrored URLs as referenced by an article (`UrlEntry::pinned_by`), so that
+//! no disk budget evicts what a published post depends on, and letting a prefetch retry a
+//! URL whose last failure the negative cache still remembers.
+//!
+//! An extra `impl Store` block, kept apart from the request path in `store/mod.rs`: it only
+//! touches the index entry of an already mirrored URL and the two caches in front of it.
+
+use std::sync::Arc;
+
+use url::Url;
+
+use super::{Store, StoreError, UrlEntry, index_error};
+
+impl Store {
+    /// Records that `article` references the mirrored `url`. Returns the updated entry, or
+    /// `None` when the URL is not mirrored (there is nothing to pin). Pinning twice is a
+    /// no-op, so re-running a prefetch never grows the list.
+    pub async fn pin(&self, url: &Url, article: &str) -> Result<Option<Arc<UrlEntry>>, StoreError> {
+        let key = url.to_string();
+        let (index, k, article_id) = (self.index.clone(), key.clone(), article.to_owned());
+        // Read-modify-write of one record; redb serialises write transactions, and two
+        // pins of one URL racing at worst both add the same id, which `contains` absorbs
+        // on the next run.
+        let updated = self
+            .blocking(move || {
+                let Some(mut entry) = index.url(&k).map_err(index_error)? else {
+                    return Ok::<_, StoreError>(None);
+                };
+                if !entry.pinned_by.contains(&article_id) {
+                    entry.pinned_by.push(article_id);
+                    entry.pinned_by.sort();
+                    index.put_url(&entry).map_err(index_error)?;
+                }
+                Ok(Some(entry))
+            })
+            .await?;
+        let Some(entry) = updated else {
+            return Ok(None);
+        };
+        let entry = Arc::new(entry);
+        // The `urls` cache must not keep serving the unpinned record: a later revalidation
+        // copies the cached entry back into the index and would drop the pin.
+        self.urls.insert(key, entry.clone()).await;
+        Ok(Some(entry))
+    }
+
+    /// Forgets a remembered failure of `url`, so the next `get_by_url` asks the upstream
+    /// again. A prefetch retrying a transient failure needs this: otherwise the negative
+    /// cache would answer every retry with the first failure.
+    pub async fn clear_failure(&self, url: &Url) {
+        self.negative.invalidate(&url.to_string()).await;
+    }
+}

@@ -192,9 +192,6 @@ impl Status {
 pub enum VariantStatus {
     /// Served (rendered now, or already rendered).
     Ok,
-    /// The server has no transform options (`unknown-option`): nothing to warm. Not a
-    /// failure, so a prefetch against a server without resizing still succeeds.
-    Unsupported,
     Failed,
 }
 
@@ -283,7 +280,7 @@ impl ImageReport {
         self.error = Some(error.to_string());
     }
 
-    /// Whether the original or a variant failed (an `Unsupported` variant is not a failure).
+    /// Whether the original or a variant failed.
     pub fn failed(&self) -> bool {
         self.status == Status::Failed
             || self
@@ -292,7 +289,7 @@ impl ImageReport {
                 .any(|v| v.status == VariantStatus::Failed)
     }
 
-    /// `4 ok`, `4 unsupported`, `1 failed of 4`, `-` for none: the table's variants column.
+    /// `4 ok`, `1 failed of 4`, `-` for none: the table's variants column.
     pub fn variants_summary(&self) -> String {
         let total = self.variants.len();
         if total == 0 {
@@ -302,10 +299,6 @@ impl ImageReport {
         let failed = count(VariantStatus::Failed);
         if failed > 0 {
             return format!("{failed} failed of {total}");
-        }
-        let unsupported = count(VariantStatus::Unsupported);
-        if unsupported == total {
-            return format!("{total} unsupported");
         }
         format!("{} ok", count(VariantStatus::Ok))
     }
@@ -721,12 +714,8 @@ async fn warm(
                 }
                 report.http_status = status.as_u16();
                 report.code = Some(code.to_owned());
-                report.status = if matches!(error, AppError::UnknownOption(_)) {
-                    VariantStatus::Unsupported
-                } else {
-                    tracing::warn!(path, accept, error = %error, "variant failed");
-                    VariantStatus::Failed
-                };
+                tracing::warn!(path, accept, error = %error, "variant failed");
+                report.status = VariantStatus::Failed;
                 return report;
             }
         }
@@ -823,9 +812,9 @@ mod tests {
         ok.variants.push(VariantReport {
             path: "/?url=x&w=1&h=1".into(),
             accept: "image/*".into(),
-            status: VariantStatus::Unsupported,
-            http_status: 400,
-            code: Some("unknown-option".into()),
+            status: VariantStatus::Ok,
+            http_status: 200,
+            code: None,
             content_type: None,
             bytes: None,
             source: None,
@@ -846,7 +835,7 @@ mod tests {
         );
         let table = report.table();
         assert!(table.contains("404 not-found"), "{table}");
-        assert!(table.contains("1 unsupported"), "{table}");
+        assert!(table.contains("1 ok"), "{table}");
         assert!(
             table.ends_with("2 images: 0 mirrored, 1 cached, 1 failed in 0.0 s\n"),
             "{table}"

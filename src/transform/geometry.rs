@@ -169,7 +169,8 @@ mod tests {
     #[test]
     fn output_sizes_per_fit_mode() {
         // (source, query, out, canvas)
-        let cases: &[((u32, u32), &str, (u32, u32), (u32, u32))] = &[
+        type Size = (u32, u32);
+        let cases: &[(Size, &str, Size, Size)] = &[
             ((1920, 1200), "w=480", (480, 300), (480, 300)),
             ((1920, 1200), "h=300", (480, 300), (480, 300)),
             ((1920, 1200), "w=480&h=319", (480, 300), (480, 300)),

@@ -185,6 +185,12 @@ fn failure(cinfo: &mut jpeg_common_struct) -> LibjpegFailure {
     let code = err.msg_code;
     let message = match err.format_message {
         Some(format) => {
+            // The binding declares the buffer `&[u8; 80]`, but libjpeg writes into it: call it
+            // through the honest type (as the mozjpeg crate itself does).
+            type Honest = unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &mut [u8; 80]);
+            type Declared = unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &[u8; 80]);
+            // SAFETY: same ABI, pointer-sized arguments; only the mutability differs.
+            let format = unsafe { std::mem::transmute::<Declared, Honest>(format) };
             let mut buf = [0u8; 80];
             // SAFETY: format_message writes at most JMSG_LENGTH_MAX (80) bytes incl. NUL.
             unsafe { format(cinfo, &mut buf) };

@@ -102,7 +102,21 @@ def measure(cmd, core, env=None):
     result = json.loads(p.stdout.strip().splitlines()[-1])
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
     result["rss_mb"] = int(rss.group(1)) / 1024 if rss else float("nan")
+    user = re.search(r"User time \(seconds\): ([\d.]+)", p.stderr)
+    system = re.search(r"System time \(seconds\): ([\d.]+)", p.stderr)
+    global OWN_CPU_S
+    OWN_CPU_S += float(user.group(1)) + float(system.group(1))
     return result
+
+
+OWN_CPU_S = 0.0
+
+
+def busy_seconds():
+    """CPU seconds spent by the whole machine (all cores, not idle/iowait), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -121,6 +135,7 @@ def main():
     timer = timer_binary()
     env = dict(os.environ, VIPS_CONCURRENCY="1", RAYON_NUM_THREADS="1")
     rows = []
+    busy0, wall0 = busy_seconds(), time.monotonic()
     for label, fixture, width, fmt, query, goal, ref in CASES:
         path = str(FIX / fixture)
         # imgmirror gets the same iteration count; GIF-free cases are all fast enough.
@@ -146,6 +161,8 @@ def main():
         rows.append((label, goal, ref, summary))
         print(f"{label}: " + json.dumps(summary), file=sys.stderr)
 
+    other = (busy_seconds() - busy0 - OWN_CPU_S) / (time.monotonic() - wall0)
+    print(f"Other load during the run (CPU used by other processes): {max(other, 0):.2f} cores.\n")
     print(f"Pillow {PIL.__version__}, libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
           f" (pyvips {pyvips.__version__}); {args.iterations} images per process, {args.rounds} rounds,"
           f" `taskset -c {args.core}`; CPU ms per image (median of rounds), peak RSS of the process.\n")

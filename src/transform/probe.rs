@@ -333,9 +333,10 @@ pub(crate) fn jpeg_is_complete(src: &[u8]) -> bool {
         }
     }
     // In entropy-coded data 0xFF is always followed by 0x00 (stuffing) or a marker, so the
-    // byte pair FF D9 after the first scan header is the real EOI.
+    // byte pair FF D9 after the first scan header is the real EOI. Search from the end,
+    // where it almost always is: scanning 1.7 MB forwards cost ~0.5 ms per render.
     src.get(at..)
-        .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]))
+        .is_some_and(|rest| rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]))
 }
 
 #[cfg(test)]

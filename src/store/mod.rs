@@ -368,6 +368,10 @@ impl Store {
                     },
                 };
                 entry.sha256 = hash.to_hex();
+                // Pins made while this fetch was running must survive it.
+                if let Some(current) = index.url(&entry.url).map_err(index_error)? {
+                    entry.pinned_by = current.pinned_by;
+                }
                 index.put(&meta, &entry).map_err(index_error)?;
                 Ok::<_, StoreError>((entry, meta))
             })
@@ -484,14 +488,21 @@ impl Store {
             }
         }
         let index = self.index.clone();
-        let record = entry.clone();
-        if let Err(e) = self
-            .blocking(move || index.put_url(&record).map_err(index_error))
-            .await
-        {
-            tracing::error!(%url, error = %e, "could not record the revalidation");
+        let recorded = self
+            .blocking(move || {
+                // A pin added while the upstream was being asked must not be lost by
+                // writing back the older record.
+                if let Some(current) = index.url(&entry.url).map_err(index_error)? {
+                    entry.pinned_by = current.pinned_by;
+                }
+                index.put_url(&entry).map_err(index_error)?;
+                Ok::<_, StoreError>(entry)
+            })
+            .await;
+        match recorded {
+            Ok(entry) => self.urls.insert(url.to_string(), Arc::new(entry)).await,
+            Err(e) => tracing::error!(%url, error = %e, "could not record the revalidation"),
         }
-        self.urls.insert(url.to_string(), Arc::new(entry)).await;
     }
 }
 

@@ -129,7 +129,12 @@ pub async fn prefetch(
             }
         }
         Payload::Article(kind) => {
-            let refs = article::extract(text, kind, &settings)?;
+            // Parsing a post of up to 5 MiB is CPU work: off the runtime.
+            let (body, parse_settings) = (text.to_owned(), settings.clone());
+            let refs =
+                tokio::task::spawn_blocking(move || article::extract(&body, kind, &parse_settings))
+                    .await
+                    .map_err(|e| AppError::BadRequest(format!("cannot parse the post: {e}")))??;
             plan.add_refs(&refs, Some(&article));
         }
     }

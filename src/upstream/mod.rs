@@ -224,7 +224,15 @@ impl Fetcher {
                 .unwrap_or("no content type")
                 .to_string();
             let bytes = self.read_capped(&mut response, &current, deadline).await?;
-            let info = verify::verify(&bytes).map_err(|reason| match reason {
+            // Verification scans the whole body for end markers: off the runtime.
+            let body = bytes.clone();
+            let verified = tokio::task::spawn_blocking(move || verify::verify(&body))
+                .await
+                .map_err(|e| UpstreamError::Transport {
+                    url: current.to_string(),
+                    message: format!("verification task failed: {e}"),
+                })?;
+            let info = verified.map_err(|reason| match reason {
                 VerifyError::Truncated(..) | VerifyError::BadHeader(..) => UpstreamError::Corrupt {
                     url: current.to_string(),
                     reason,

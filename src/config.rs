@@ -40,7 +40,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
     pub response: ResponseConfig,
-    pub transform: TransformConfig,
+    /// Resizing: the transform module's own settings struct, key for key.
+    pub transform: crate::transform::Settings,
     pub admin: AdminConfig,
     pub article: ArticleConfig,
 }
@@ -153,81 +154,6 @@ impl Default for ResponseConfig {
             cache_control_proxy: "public, max-age=86400, stale-while-revalidate=604800".into(),
             cache_control_permalink: "public, max-age=31536000, immutable".into(),
             cache_control_error: "public, max-age=30".into(),
-        }
-    }
-}
-
-/// Resizing and re-encoding; see `transform::Settings` for what each limit guards.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TransformConfig {
-    /// Render workers (decode, resize, encode). 0 = one per core. Default 0.
-    pub workers: usize,
-    /// Renders waiting for a worker; beyond it requests get 503 + Retry-After. Default 64.
-    pub queue: usize,
-    /// Largest output width in device pixels (w × dpr). Default 8192.
-    pub max_width: u32,
-    /// Largest output height in device pixels (h × dpr). Default 8192.
-    pub max_height: u32,
-    /// Largest source pixel area decoded, checked from the header. Default 50_000_000.
-    pub max_pixels: u64,
-    /// Largest source width or height decoded. Default 20_000.
-    pub max_input_dim: u32,
-    /// Animated GIFs with more frames are rendered as their first frame. Default 100.
-    pub max_frames: u32,
-    /// If not empty, the only output widths (device pixels) accepted. Default [].
-    pub allowed_widths: Vec<u32>,
-    /// JPEG quality when `q` is not given. Default 80.
-    pub jpeg_quality: u8,
-    /// WebP quality when `q` is not given. Default 80.
-    pub webp_quality: u8,
-    /// AVIF quality when `q` is not given. Default 60.
-    pub avif_quality: u8,
-    /// Offer AVIF output. Default false (this build has no AVIF encoder).
-    pub avif: bool,
-    /// Decode JPEGs at the smallest DCT scale at least the output size (fastest), rather
-    /// than keeping a 2× margin for the Lanczos step (sharper). Default true.
-    pub fast_jpeg_shrink: bool,
-}
-
-impl Default for TransformConfig {
-    fn default() -> Self {
-        let s = crate::transform::Settings::default();
-        TransformConfig {
-            workers: s.workers,
-            queue: s.queue,
-            max_width: s.max_width,
-            max_height: s.max_height,
-            max_pixels: s.max_pixels,
-            max_input_dim: s.max_input_dim,
-            max_frames: s.max_frames,
-            allowed_widths: s.allowed_widths,
-            jpeg_quality: s.jpeg_quality,
-            webp_quality: s.webp_quality,
-            avif_quality: s.avif_quality,
-            avif: s.avif,
-            fast_jpeg_shrink: s.fast_jpeg_shrink,
-        }
-    }
-}
-
-impl TransformConfig {
-    /// The plain settings the transform module works with.
-    pub fn settings(&self) -> crate::transform::Settings {
-        crate::transform::Settings {
-            max_width: self.max_width,
-            max_height: self.max_height,
-            max_pixels: self.max_pixels,
-            max_input_dim: self.max_input_dim,
-            max_frames: self.max_frames,
-            allowed_widths: self.allowed_widths.clone(),
-            jpeg_quality: self.jpeg_quality,
-            webp_quality: self.webp_quality,
-            avif_quality: self.avif_quality,
-            avif: self.avif,
-            fast_jpeg_shrink: self.fast_jpeg_shrink,
-            workers: self.workers,
-            queue: self.queue,
         }
     }
 }
@@ -361,7 +287,7 @@ impl Config {
                 );
             }
         }
-        if let Err(e) = self.transform.settings().validate() {
+        if let Err(e) = self.transform.validate() {
             return Err(ConfigError::Invalid {
                 key: "transform",
                 message: e.to_string(),

@@ -41,7 +41,6 @@ use router::Route;
 pub struct State {
     pub config: Config,
     pub store: Arc<Store>,
-    transform: transform::Settings,
     /// Decode/resize/encode run here, never on the runtime's threads.
     pool: transform::Pool,
     /// Header facts per original (by sha256), so repeated variants don't re-probe.
@@ -53,12 +52,10 @@ pub struct State {
 impl State {
     pub fn new(config: Config) -> Result<Arc<State>, StoreError> {
         let store = Arc::new(Store::open(&config)?);
-        let transform = config.transform.settings();
-        let pool = transform::Pool::new(transform.workers, transform.queue);
+        let pool = transform::Pool::new(config.transform.workers, config.transform.queue);
         Ok(Arc::new(State {
             config,
             store,
-            transform,
             pool,
             probes: moka::future::Cache::new(10_000),
             next_request_id: AtomicU64::new(1),
@@ -317,7 +314,7 @@ async fn respond(
 
 fn parse_spec(state: &State, options: &router::Options) -> Result<Option<Spec>, AppError> {
     let pairs = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    Ok(Spec::from_query(pairs, &state.transform)?)
+    Ok(Spec::from_query(pairs, &state.config.transform)?)
 }
 
 /// Prometheus text exposition of the counters that matter for operations.

@@ -40,7 +40,7 @@ pub async fn variant(
     accept: Option<&str>,
 ) -> Result<Variant, RenderError> {
     let probe = probe(state, original).await?;
-    let settings = &state.transform;
+    let settings = &state.config.transform;
     let Negotiated {
         format,
         vary_accept,

@@ -40,8 +40,10 @@ pub use spec::{Fit, FormatChoice, Rgba, Spec, SpecError};
 /// ≥ 60 ms per 480 px image, so `format=avif` is refused and `auto` never picks AVIF.
 pub const AVIF_ENCODER_BUILT: bool = false;
 
-/// Limits and defaults for transforms. Plain data; the server fills it from its config.
-#[derive(Debug, Clone, PartialEq)]
+/// Limits and defaults for transforms: plain data, and the `[transform]` section of the
+/// config file as it is (each field is a key there).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Largest output width in device pixels (`w × dpr`). Default 8192.
     pub max_width: u32,

@@ -1,13 +1,11 @@
 //! What browsers and CDNs see: validators and 304s, HEAD, CORS preflight and the
 //! cross-origin and safety headers, HTTP/2 cleartext, health.
 
-use crate::support::{Origin, Server, client, config_for, fixture, sha256};
+use crate::support::{Origin, Server, client, config_for, fixture, setup, sha256};
 
 #[tokio::test]
 async fn image_responses_carry_the_headers_browsers_and_cdns_need() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/cat-alpha.png");
     let bytes = fixture("cat-alpha.png");
     let response = client()
@@ -41,9 +39,7 @@ async fn image_responses_carry_the_headers_browsers_and_cdns_need() {
 
 #[tokio::test]
 async fn etag_and_if_modified_since_give_304() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let url = server.proxy(&origin.url("/img/photo-480.jpg"));
     let first = client().get(&url).send().await.unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_string();
@@ -97,9 +93,7 @@ async fn etag_and_if_modified_since_give_304() {
 
 #[tokio::test]
 async fn head_has_the_get_headers_and_no_body() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let url = server.proxy(&origin.url("/img/photo-480.jpg"));
     let head = client().head(&url).send().await.unwrap();
     assert_eq!(head.status(), 200);
@@ -143,9 +137,7 @@ async fn cors_preflight_is_answered() {
 
 #[tokio::test]
 async fn cleartext_http2_is_served() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let h2 = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()

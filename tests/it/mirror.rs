@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Origin, Server, client, config_for, enc, fixture, sha256, wait_logged};
+use crate::support::{
+    Origin, Server, client, config_for, enc, fixture, setup, sha256, wait_logged,
+};
 
 #[tokio::test]
 async fn worker_form_serves_the_exact_upstream_bytes() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/photo-1080.jpg");
 
     let response = client().get(server.proxy(&upstream)).send().await.unwrap();
@@ -30,9 +30,7 @@ async fn worker_form_serves_the_exact_upstream_bytes() {
 
 #[tokio::test]
 async fn worker_form_keeps_the_upstream_query_string_and_accepts_percent_encoding() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/photo-480.jpg?v=2&size=big");
 
     let response = client().get(server.proxy(&upstream)).send().await.unwrap();
@@ -56,9 +54,7 @@ async fn worker_form_keeps_the_upstream_query_string_and_accepts_percent_encodin
 
 #[tokio::test]
 async fn explicit_form_and_permalink_serve_the_same_bytes() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/astronaut-512.jpg");
     let original = fixture("astronaut-512.jpg");
     let hash = sha256(&original);
@@ -112,9 +108,7 @@ async fn explicit_form_and_permalink_serve_the_same_bytes() {
 
 #[tokio::test]
 async fn identical_bytes_from_two_urls_are_stored_once() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     for path in [
         "/img/photo-480.jpg",
         "/redirect/2/photo-480.jpg",
@@ -134,9 +128,7 @@ async fn identical_bytes_from_two_urls_are_stored_once() {
 
 #[tokio::test]
 async fn a_hundred_concurrent_requests_for_a_cold_url_make_one_upstream_request() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     // Slow enough that all requests arrive while the first fetch is in flight.
     let upstream = origin.url("/slow/300/photo-1920.jpg");
     let client = client();
@@ -285,9 +277,7 @@ async fn a_restart_serves_everything_mirrored_before_it_and_cleans_temp_files() 
 
 #[tokio::test]
 async fn non_image_bodies_are_415_and_not_stored() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let response = client()
         .get(server.proxy(&origin.url("/html-as-jpeg/a.jpg")))
         .send()
@@ -307,9 +297,7 @@ async fn non_image_bodies_are_415_and_not_stored() {
 
 #[tokio::test]
 async fn images_truncated_at_the_source_are_422_and_not_stored() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     for file in ["photo-1080.jpg", "cat-alpha.png", "pan-anim.gif"] {
         let response = client()
             .get(server.proxy(&origin.url(&format!("/cut/{file}"))))
@@ -403,9 +391,7 @@ async fn upstream_failures_map_to_clear_statuses_and_are_not_stored() {
 
 #[tokio::test]
 async fn failures_are_remembered_briefly_so_the_upstream_is_not_hammered() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/status/503/a.jpg");
     for _ in 0..5 {
         let response = client().get(server.proxy(&upstream)).send().await.unwrap();

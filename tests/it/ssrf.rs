@@ -2,7 +2,7 @@
 //! connect to loopback, private, link-local or metadata addresses, by literal, by DNS
 //! name, by `upstream.resolve`, or by redirect; `allow_cidrs` opens a range on purpose.
 
-use crate::support::{Origin, Server, client, config_for, fixture};
+use crate::support::{Origin, Server, client, config_for, fixture, setup};
 
 async fn code_of(server: &Server, upstream: &str) -> (u16, String) {
     let response = client().get(server.proxy(upstream)).send().await.unwrap();
@@ -80,9 +80,7 @@ async fn a_host_name_pinned_to_loopback_is_refused_unless_allowed() {
 
 #[tokio::test]
 async fn a_redirect_from_an_allowed_origin_to_a_refused_address_is_refused() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     for target in [
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.1/a.jpg",
@@ -105,9 +103,7 @@ async fn a_redirect_from_an_allowed_origin_to_a_refused_address_is_refused() {
 
 #[tokio::test]
 async fn allow_cidrs_opens_the_loopback_origin() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let response = client()
         .get(server.proxy(&origin.url("/img/photo-480.jpg")))
         .send()

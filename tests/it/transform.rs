@@ -4,7 +4,7 @@
 //! Retry-After) when the render pool is full. Pixel-level correctness (fit modes,
 //! orientation, alpha, animation, quality) is unit-tested in `src/transform`.
 
-use crate::support::{Origin, Server, client, config_for, enc, fixture, sha256};
+use crate::support::{Origin, Server, client, config_for, enc, fixture, setup, sha256};
 
 fn decode(bytes: &[u8]) -> image::DynamicImage {
     image::load_from_memory(bytes).expect("a decodable image")
@@ -27,9 +27,7 @@ async fn metric(server: &Server, name: &str) -> u64 {
 
 #[tokio::test]
 async fn webp_for_a_client_that_accepts_it_at_the_hinted_size() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/photo-1920.jpg");
     let url = server.url(&format!("/?url={}&w=480&h=319", enc(&upstream)));
 
@@ -91,9 +89,7 @@ async fn webp_for_a_client_that_accepts_it_at_the_hinted_size() {
 
 #[tokio::test]
 async fn a_variant_is_rendered_once_however_often_and_concurrently_it_is_asked_for() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/photo-1080.jpg");
     // Mirror the original first, so all requests below race for the render only.
     assert_eq!(
@@ -170,9 +166,7 @@ async fn variants_survive_eviction_and_restart_as_files() {
 
 #[tokio::test]
 async fn permalink_variants_are_immutable() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let hash = sha256(&fixture("cat-alpha.png"));
     assert_eq!(
         client()
@@ -203,9 +197,7 @@ async fn permalink_variants_are_immutable() {
 
 #[tokio::test]
 async fn bad_options_are_400_naming_the_option() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let base = format!("/?url={}", enc(&origin.url("/img/photo-480.jpg")));
     for (query, option) in [
         ("&w=0", "w"),
@@ -234,9 +226,7 @@ async fn bad_options_are_400_naming_the_option() {
 
 #[tokio::test]
 async fn a_pixel_bomb_is_refused_fast_and_nothing_is_rendered() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     for bomb in ["bomb-50000.jpg", "bomb-50000.png"] {
         let url = server.url(&format!(
             "/?url={}&w=100",
@@ -252,9 +242,7 @@ async fn a_pixel_bomb_is_refused_fast_and_nothing_is_rendered() {
 
 #[tokio::test]
 async fn a_truncated_jpeg_is_422_and_nothing_is_stored() {
-    let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    let (origin, server, _dir) = setup().await;
     let url = server.url(&format!(
         "/?url={}&w=100",
         enc(&origin.url("/img/truncated-1080.jpg"))

@@ -77,6 +77,15 @@ pub fn config_for(dir: &Path, origin: Option<&Origin>) -> Config {
     config
 }
 
+/// The usual test setup: a fixture origin, and a server with a temp data dir that is
+/// allowed to fetch from it. Keep the `TempDir` bound while the server runs.
+pub async fn setup() -> (Origin, Server, tempfile::TempDir) {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config_for(dir.path(), Some(&origin))).await;
+    (origin, server, dir)
+}
+
 pub struct Server {
     pub addr: SocketAddr,
     pub dir: PathBuf,

@@ -19,7 +19,7 @@ use imgmirror::store::Index;
 use serde_json::Value;
 
 use crate::support::origin::{fixture_path, qupost_file};
-use crate::support::{Origin, Server, client, config_for, enc, fixture, sha256};
+use crate::support::{Origin, Server, client, config_for, enc, fixture, get_status, sha256};
 
 const SEED: &str = "seed-article.md";
 const TOKEN: &str = "s3cret-token";
@@ -629,15 +629,7 @@ async fn rewrite_pin_writes_permalinks_that_are_served_with_the_origin_stopped()
     }
     // The front matter's exact URL (no resize options) is served as written.
     let head = &written[0]["https://img.example.com".len()..];
-    assert_eq!(
-        client()
-            .get(server.url(head))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(server.url(head)).await, 200);
     server.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! What browsers and CDNs see: validators and 304s, HEAD, CORS preflight and the
 //! cross-origin and safety headers, HTTP/2 cleartext, health.
 
-use crate::support::{Origin, Server, client, config_for, fixture, setup, sha256};
+use crate::support::{Origin, Server, client, config_for, fixture, get_status, setup, sha256};
 
 #[tokio::test]
 async fn image_responses_carry_the_headers_browsers_and_cdns_need() {
@@ -186,15 +186,7 @@ async fn purge_needs_the_admin_token_and_makes_the_next_request_fetch_again() {
     config.admin.token = "s3cret-token".into();
     let server = Server::start(config).await;
     let upstream = origin.url("/img/photo-480.jpg");
-    assert_eq!(
-        client()
-            .get(server.proxy(&upstream))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(server.proxy(&upstream)).await, 200);
 
     let purge = |token: Option<&'static str>| {
         let request = client().delete(server.proxy(&upstream));

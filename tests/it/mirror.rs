@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Origin, Server, client, config_for, enc, fixture, setup, sha256, wait_logged,
+    Origin, Server, client, config_for, enc, fixture, get_status, setup, sha256, wait_logged,
 };
 
 #[tokio::test]
@@ -156,15 +156,7 @@ async fn mirrored_copy_outlives_a_stopped_upstream_with_a_log_line() {
     config.cache.fresh_secs = 0;
     let server = Server::start(config).await;
     let upstream = origin.url("/img/photo-480.jpg");
-    assert_eq!(
-        client()
-            .get(server.proxy(&upstream))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(server.proxy(&upstream)).await, 200);
 
     origin.stop().await;
     let response = client().get(server.proxy(&upstream)).send().await.unwrap();
@@ -187,15 +179,7 @@ async fn mirrored_copy_outlives_an_upstream_404() {
     config.cache.fresh_secs = 0;
     let server = Server::start(config).await;
     let upstream = origin.url("/mutable/x.jpg");
-    assert_eq!(
-        client()
-            .get(server.proxy(&upstream))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(server.proxy(&upstream)).await, 200);
 
     origin.set_mutable("does-not-exist.jpg");
     for _ in 0..3 {
@@ -245,7 +229,7 @@ async fn a_restart_serves_everything_mirrored_before_it_and_cleans_temp_files() 
     let mut server = Server::start(config_for(dir.path(), Some(&origin))).await;
     for name in names {
         let url = server.proxy(&origin.url(&format!("/img/{name}")));
-        assert_eq!(client().get(url).send().await.unwrap().status(), 200);
+        assert_eq!(get_status(url).await, 200);
     }
     server.stop().await;
     drop(server); // releases the index's file lock, as a process exit would
@@ -272,7 +256,7 @@ async fn a_restart_serves_everything_mirrored_before_it_and_cleans_temp_files() 
         );
     }
     let partial = restarted.url(&format!("/m/{}", "ab".repeat(32)));
-    assert_eq!(client().get(partial).send().await.unwrap().status(), 404);
+    assert_eq!(get_status(partial).await, 404);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! Retry-After) when the render pool is full. Pixel-level correctness (fit modes,
 //! orientation, alpha, animation, quality) is unit-tested in `src/transform`.
 
-use crate::support::{Origin, Server, client, config_for, enc, fixture, setup, sha256};
+use crate::support::{Origin, Server, client, config_for, enc, fixture, get_status, setup, sha256};
 
 fn decode(bytes: &[u8]) -> image::DynamicImage {
     image::load_from_memory(bytes).expect("a decodable image")
@@ -92,15 +92,7 @@ async fn a_variant_is_rendered_once_however_often_and_concurrently_it_is_asked_f
     let (origin, server, _dir) = setup().await;
     let upstream = origin.url("/img/photo-1080.jpg");
     // Mirror the original first, so all requests below race for the render only.
-    assert_eq!(
-        client()
-            .get(server.proxy(&upstream))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(server.proxy(&upstream)).await, 200);
     let url = server.url(&format!("/?url={}&w=300", enc(&upstream)));
     let requests = (0..20).map(|_| {
         let url = url.clone();
@@ -169,12 +161,7 @@ async fn permalink_variants_are_immutable() {
     let (origin, server, _dir) = setup().await;
     let hash = sha256(&fixture("cat-alpha.png"));
     assert_eq!(
-        client()
-            .get(server.proxy(&origin.url("/img/cat-alpha.png")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(server.proxy(&origin.url("/img/cat-alpha.png"))).await,
         200
     );
     let response = client()
@@ -264,15 +251,7 @@ async fn a_full_render_pool_sheds_load_with_503_and_retry_after() {
     config.transform.queue = 1;
     let server = Server::start(config).await;
     let upstream = origin.url("/img/photo-4000.jpg");
-    assert_eq!(
-        client()
-            .get(server.proxy(&upstream))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(server.proxy(&upstream)).await, 200);
     // Twelve different variants at once: one renders, one waits, the rest are shed.
     let requests = (0..12).map(|i| {
         let url = server.url(&format!(

@@ -153,6 +153,11 @@ pub fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
+/// The status of a plain GET.
+pub async fn get_status(url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
+    client().get(url).send().await.unwrap().status()
+}
+
 pub fn client() -> reqwest::Client {
     init_logs();
     reqwest::Client::builder().no_proxy().build().unwrap()

@@ -30,7 +30,7 @@ use moka::future::Cache;
 use url::Url;
 
 use crate::config::Config;
-use crate::upstream::{Fetched, Fetcher, Image, UpstreamError};
+use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
 pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry};
 pub use key::ContentHash;
@@ -357,15 +357,7 @@ impl Store {
                     .map_err(|e| io_error("writing object", e))?;
                 let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
                     Some(existing) => existing,
-                    None => ObjectMeta {
-                        sha256: hash.to_hex(),
-                        media_type: info.media_type.to_string(),
-                        extension: info.extension.to_string(),
-                        bytes: bytes.len() as u64,
-                        width: info.width,
-                        height: info.height,
-                        created: now,
-                    },
+                    None => object_meta(&hash, &info, bytes.len(), now),
                 };
                 entry.sha256 = hash.to_hex();
                 // Pins made while this fetch was running must survive it.
@@ -522,15 +514,19 @@ fn merge_validators(into: &mut crate::upstream::Validators, from: crate::upstrea
 fn rebuild_meta(hash: &ContentHash, bytes: &[u8]) -> Result<ObjectMeta, StoreError> {
     let info = crate::upstream::verify::verify(bytes)
         .map_err(|e| StoreError::Io(format!("object {hash} is not an image: {e}")))?;
-    Ok(ObjectMeta {
+    Ok(object_meta(hash, &info, bytes.len(), unix_now()))
+}
+
+fn object_meta(hash: &ContentHash, info: &ImageInfo, len: usize, created: u64) -> ObjectMeta {
+    ObjectMeta {
         sha256: hash.to_hex(),
         media_type: info.media_type.to_string(),
         extension: info.extension.to_string(),
-        bytes: bytes.len() as u64,
+        bytes: len as u64,
         width: info.width,
         height: info.height,
-        created: unix_now(),
-    })
+        created,
+    }
 }
 
 impl Store {

@@ -38,8 +38,8 @@ impl Store {
             return Ok(None);
         };
         let entry = Arc::new(entry);
-        // The `urls` cache must not keep serving the unpinned record: a later revalidation
-        // copies the cached entry back into the index and would drop the pin.
+        // The `urls` cache must not keep serving the unpinned record. (A revalidation that
+        // writes back an older record re-reads the pins from the index first.)
         self.urls.insert(key, entry.clone()).await;
         Ok(Some(entry))
     }

@@ -3,16 +3,27 @@
 //! the original on disk for good, and serves it (resized on request) with the headers
 //! browsers and CDNs need.
 //!
-//! - [`article`]: find image URLs in posts and rewrite them to the mirror.
-//! - [`config`]: the one config struct; file, then environment, then flags.
-//! - [`server`]: HTTP accept loop, routing, responses and the error → status map.
-//! - [`store`]: the mirror: memory LRU, content-addressed files, the URL index.
+//! Front ends call the service layer, which calls the store and the transforms; nothing
+//! below calls back up.
+//!
+//! - [`server`]: the HTTP front end: accept loop, routing, responses.
+//! - [`article`]: the posts front end: find image URLs in posts, rewrite them, prefetch.
+//! - [`error`]: the request-level error and THE error → HTTP status map.
+//! - [`mirror`]: the service layer: original by URL or hash, variant, pin, purge.
+//! - [`store`]: the mirror's storage: memory LRU, content-addressed files, the URL index.
 //! - [`transform`]: resize and re-encode: options, negotiation, limits, the render pool.
 //! - [`upstream`]: outbound fetches, the SSRF guard, image verification.
+//! - [`url_grammar`]: the shapes of imgmirror URLs, parsed and written (leaf).
+//! - [`hash`]: `ContentHash`, the SHA-256 that names everything stored (leaf).
+//! - [`config`]: the one config struct; file, then environment, then flags (leaf).
 
 pub mod article;
 pub mod config;
+pub mod error;
+pub mod hash;
+pub mod mirror;
 pub mod server;
 pub mod store;
 pub mod transform;
 pub mod upstream;
+pub mod url_grammar;

@@ -14,6 +14,7 @@ use imgmirror::article::prefetch::{self, ImageReport, Options, PrefetchReport, V
 use imgmirror::article::remote::Remote;
 use imgmirror::article::{Mode, Settings, Target};
 use imgmirror::config::{Config, DEFAULT_CONFIG_PATH};
+use imgmirror::mirror::Mirror;
 
 #[derive(Parser)]
 #[command(name = "imgmirror", version, about = "Image mirror and media proxy")]
@@ -212,14 +213,15 @@ async fn prefetch_cmd(
             .await
         }
         None => {
-            let state = imgmirror::server::State::new(config.clone()).with_context(|| {
+            let mirror = Mirror::open(config).with_context(|| {
                 format!(
                     "cannot open the store in {} (a running server holds its lock: \
                      stop it, or prefetch through it with --server URL --token T)",
                     config.cache.dir.display()
                 )
             })?;
-            prefetch::prefetch_inputs(Via::Local(&state), inputs, settings, &options, |i| {
+            let mirror = std::sync::Arc::new(mirror);
+            prefetch::prefetch_inputs(Via::Local(&mirror), inputs, settings, &options, |i| {
                 progress.image(i)
             })
             .await

@@ -4,11 +4,13 @@
 //! prefetched is exactly what the rewritten post will ask for.
 //!
 //! Extraction and rewriting know nothing of HTTP or the store: `--pin` hands them a ready
-//! map of upstream URL to content hash. `prefetch` is the one part that acts: it drives a
-//! server `State` in-process (the store for originals, `server::get` for variants), and
-//! `remote` is its client for a running server's `POST /prefetch`. Real parsers locate the values (saphyr-parser for YAML, lol_html for HTML,
-//! pulldown-cmark for Markdown); the rewrite then splices new values into the original text,
-//! so whitespace, quoting, attribute order, entities and line endings are untouched.
+//! map of upstream URL to content hash. `prefetch` is the one part that acts: it calls the
+//! service layer ([`crate::mirror`]) for originals, pins and variants, exactly as the HTTP
+//! server does, and `remote` is its client for a running server's `POST /prefetch`. Real
+//! parsers locate the values (saphyr-parser for YAML, lol_html for HTML, pulldown-cmark for
+//! Markdown); the rewrite then splices new values into the original text, so whitespace,
+//! quoting, attribute order, entities and line endings are untouched. The URLs written are
+//! spelled by [`crate::url_grammar`], the grammar the server parses.
 //!
 //! Submodules: `frontmatter` (the `---` block), `html` (start tags and `srcset`), `markdown`
 //! (HTML ranges and image destinations), `urls` (which URLs are ours, the URLs we write),
@@ -24,7 +26,7 @@ pub mod prefetch;
 pub mod remote;
 mod scan;
 mod splice;
-mod urls;
+pub(crate) mod urls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

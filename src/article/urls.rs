@@ -4,18 +4,8 @@
 
 use std::borrow::Cow;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
 use super::{Settings, Target};
-
-/// Characters escaped in the `url=` parameter: everything but RFC 3986 "unreserved". Being
-/// strict keeps `&`, `=`, `#`, `,` and quotes of the upstream from ever reaching the outer URL,
-/// so the result is also safe inside a `srcset` candidate and in any YAML quoting style.
-const URL_PARAM: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+use crate::url_grammar;
 
 /// Extensions that make a front-matter `http://` value an image under `--all-http`. Front
 /// matter also holds links, and turning a link into a mirror URL would break it.
@@ -59,7 +49,10 @@ pub(crate) fn classify(url: &str, settings: &Settings, own: &[&str], http_ok: bo
         .iter()
         .find_map(|prefix| strip_worker_prefix(url, prefix))
     {
-        let upstream = decode_encoded_upstream(rest);
+        // The worker's own rule: the tail is the upstream, as written or encoded as a
+        // whole; a tail without a scheme is kept as written and refused below.
+        let upstream =
+            url_grammar::worker_upstream(rest).map_or_else(|| rest.to_owned(), Cow::into_owned);
         return if is_valid_upstream(&upstream) {
             Class::Rewrite(upstream)
         } else {
@@ -121,17 +114,6 @@ fn strip_scheme(url: &str) -> &str {
     url
 }
 
-/// The worker takes its upstream either as written or percent-encoded as a whole
-/// (`/?http%3A%2F%2F…`); the latter is decoded once, the former kept exactly as written.
-fn decode_encoded_upstream(rest: &str) -> String {
-    let encoded =
-        starts_with_ignore_case(rest, "http%3a") || starts_with_ignore_case(rest, "https%3a");
-    if encoded && let Ok(decoded) = percent_encoding::percent_decode_str(rest).decode_utf8() {
-        return decoded.into_owned();
-    }
-    rest.to_owned()
-}
-
 fn is_valid_upstream(upstream: &str) -> bool {
     if upstream
         .chars()
@@ -139,10 +121,7 @@ fn is_valid_upstream(upstream: &str) -> bool {
     {
         return false;
     }
-    match url::Url::parse(upstream) {
-        Ok(parsed) => matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
-        Err(_) => false,
-    }
+    url_grammar::parse_upstream(upstream).is_ok()
 }
 
 pub(crate) fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
@@ -240,26 +219,25 @@ pub(crate) enum Density {
 
 /// The imgmirror URL for `upstream`, unescaped: the pinned `/m/<sha256>.<ext>` form when
 /// `--pin` resolved it, else the explicit `/?url=` form; with `size`, the resize options.
+/// Spelled by [`crate::url_grammar`], which the server parses requests with.
 pub(crate) fn mirror_url(
     target: &Target,
     upstream: &str,
     size: Option<(u32, u32)>,
     density: Density,
 ) -> String {
-    let base = target.base.trim_end_matches('/');
-    let mut url = match target.pins.get(upstream) {
-        Some((sha256, ext)) if ext.is_empty() => format!("{base}/m/{sha256}"),
-        Some((sha256, ext)) => format!("{base}/m/{sha256}.{}", ext.trim_start_matches('.')),
-        None => format!("{base}/?url={}", utf8_percent_encode(upstream, URL_PARAM)),
-    };
+    let mut options = Vec::new();
     if let Some((w, h)) = size {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("w={w}&h={h}"));
+        options.push(("w", w.to_string()));
+        options.push(("h", h.to_string()));
         if density == Density::Two {
-            url.push_str("&dpr=2");
+            options.push(("dpr", "2".to_string()));
         }
     }
-    url
+    match target.pins.get(upstream) {
+        Some((sha256, ext)) => url_grammar::permalink_url(&target.base, sha256, ext, &options),
+        None => url_grammar::proxy_url(&target.base, upstream, &options),
+    }
 }
 
 /// Parses `data-size="W,H"`. A malformed or zero size is ignored rather than an error: it is

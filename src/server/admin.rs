@@ -1,7 +1,8 @@
 //! Admin endpoints: purge (`DELETE /?<URL>`) and prefetch (`POST /prefetch`). All of them
 //! need `Authorization: Bearer <admin.token>`; with no token configured they do not exist.
-//! Prefetch's work is `article::prefetch`; this file only authorises, reads the bounded
-//! body, and streams the engine's results back as NDJSON.
+//! Purge is [`crate::mirror::Mirror::purge`]; prefetch's work is `article::prefetch`, the
+//! same engine `imgmirror prefetch` runs. This file only authorises, reads the bounded body,
+//! and streams the engine's results back as NDJSON.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -18,29 +19,29 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use super::State;
-use super::response::{self, AppError, Body};
-use super::router::RouteError;
+use super::response::{self, Body};
 use crate::article::prefetch::{self, Event, Options, Plan};
 use crate::article::{self, Kind, Settings};
-use crate::store::ContentHash;
+use crate::error::Error;
+use crate::hash::ContentHash;
 
 /// Checks the bearer token in constant time (for a given length), so it cannot be
 /// guessed byte by byte from response times.
-pub fn authorize(headers: &HeaderMap, token: &str) -> Result<(), AppError> {
+pub fn authorize(headers: &HeaderMap, token: &str) -> Result<(), Error> {
     if token.is_empty() {
-        return Err(AppError::Route(RouteError::NotFound(
+        return Err(Error::NotFound(
             "admin endpoints are off (no admin.token configured)".into(),
-        )));
+        ));
     }
     let given = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AppError::Unauthorized("missing bearer token"))?;
+        .ok_or(Error::Unauthorized("missing bearer token"))?;
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {
-        Err(AppError::Forbidden("wrong bearer token"))
+        Err(Error::Forbidden("wrong bearer token"))
     }
 }
 
@@ -50,9 +51,9 @@ pub async fn purge(
     state: &State,
     headers: &HeaderMap,
     upstream: &Url,
-) -> Result<Response<Body>, AppError> {
+) -> Result<Response<Body>, Error> {
     authorize(headers, &state.config.admin.token)?;
-    let removed = state.store.forget(upstream).await?;
+    let removed = state.mirror.purge(upstream).await?;
     tracing::info!(%upstream, removed, "purged");
     let status = if removed {
         StatusCode::OK
@@ -82,7 +83,7 @@ pub async fn prefetch(
     state: &Arc<State>,
     request: &Parts,
     body: Incoming,
-) -> Result<Response<Body>, AppError> {
+) -> Result<Response<Body>, Error> {
     // Authorised before a byte of the body is read: strangers cannot make us buffer 5 MiB.
     authorize(&request.headers, &state.config.admin.token)?;
     let limit = state.config.article.prefetch_max_body_bytes;
@@ -92,21 +93,21 @@ pub async fn prefetch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit) {
-        return Err(AppError::RequestTooLarge { limit });
+        return Err(Error::RequestTooLarge { limit });
     }
     let bytes = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
-                AppError::RequestTooLarge { limit }
+                Error::RequestTooLarge { limit }
             } else {
-                AppError::BadRequest(format!("cannot read the request body: {e}"))
+                Error::BadRequest(format!("cannot read the request body: {e}"))
             }
         })?
         .to_bytes();
     let text = std::str::from_utf8(&bytes)
-        .map_err(|_| AppError::BadRequest("request body is not utf-8".into()))?;
+        .map_err(|_| Error::BadRequest("request body is not utf-8".into()))?;
 
     let article = request
         .uri
@@ -121,9 +122,8 @@ pub async fn prefetch(
     let mut plan = Plan::default();
     match payload(&request.headers, text) {
         Payload::Urls => {
-            let urls: Vec<String> = serde_json::from_str(text).map_err(|e| {
-                AppError::BadRequest(format!("body is not a JSON list of URLs: {e}"))
-            })?;
+            let urls: Vec<String> = serde_json::from_str(text)
+                .map_err(|e| Error::BadRequest(format!("body is not a JSON list of URLs: {e}")))?;
             for url in &urls {
                 plan.add_url(url, &settings, Some(&article));
             }
@@ -134,7 +134,8 @@ pub async fn prefetch(
             let refs =
                 tokio::task::spawn_blocking(move || article::extract(&body, kind, &parse_settings))
                     .await
-                    .map_err(|e| AppError::BadRequest(format!("cannot parse the post: {e}")))??;
+                    .map_err(|e| Error::Internal(format!("the post parser failed: {e}")))?
+                    .map_err(|e| Error::BadArticle(crate::error::Chain(&e).to_string()))?;
             plan.add_refs(&refs, Some(&article));
         }
     }
@@ -144,7 +145,7 @@ pub async fn prefetch(
     let options = Options::from_config(&state.config.article);
     let state = state.clone();
     tokio::spawn(async move {
-        let report = prefetch::run(&state, plan.into_jobs(), &options, |image| {
+        let report = prefetch::run(&state.mirror, plan.into_jobs(), &options, |image| {
             // A gone client is not an error: the prefetch itself is what matters.
             let _ = lines.send(Bytes::from(Event::Image(Box::new(image.clone())).to_line()));
         })

@@ -1,15 +1,15 @@
 //! The HTTP server: accept loop, connection limits, graceful shutdown, and the
-//! request flow from [`router`] through the store to [`response`].
+//! request flow from [`router`] through the service layer to [`response`].
 //!
 //! [`run`] takes a bound listener, the shared [`State`] and a shutdown future, so the
 //! binary and the tests start exactly the same server. HTTP/1.1 and cleartext HTTP/2
 //! are both served (hyper-util's auto builder detects the preface).
 //!
-//! The server owns no image logic: it parses the request, asks the store (and the
-//! transform pool) for bytes, and turns the answer or the error into a response.
+//! The server owns no image logic: it parses the request ([`router`]), calls the service
+//! layer ([`crate::mirror`]), and turns the answer or the error into a response
+//! ([`response`]).
 
 mod admin;
-mod render;
 pub mod response;
 pub mod router;
 
@@ -32,32 +32,28 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::store::{Served, Source, Store, StoreError};
-use crate::transform::{self, Spec};
-use response::{AppError, Body, ImageHeaders};
+use crate::error::{Chain, Error};
+use crate::mirror::{Mirror, MirrorError};
+use crate::store::Source;
+use crate::url_grammar::Address;
+use response::{Body, ImageHeaders};
 use router::Route;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
     pub config: Config,
-    pub store: Arc<Store>,
-    /// Decode/resize/encode run here, never on the runtime's threads.
-    pool: transform::Pool,
-    /// Header facts per original (by sha256), so repeated variants don't re-probe.
-    probes: moka::future::Cache<String, transform::Probe>,
+    pub mirror: Arc<Mirror>,
     next_request_id: AtomicU64,
     open_connections: AtomicUsize,
 }
 
 impl State {
-    pub fn new(config: Config) -> Result<Arc<State>, StoreError> {
-        let store = Arc::new(Store::open(&config)?);
-        let pool = transform::Pool::new(config.transform.workers, config.transform.queue);
+    /// Opens the mirror in `config.cache.dir` (see [`Mirror::open`]).
+    pub fn new(config: Config) -> Result<Arc<State>, MirrorError> {
+        let mirror = Arc::new(Mirror::open(&config)?);
         Ok(Arc::new(State {
             config,
-            store,
-            pool,
-            probes: moka::future::Cache::new(10_000),
+            mirror,
             next_request_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
         }))
@@ -164,9 +160,9 @@ async fn handle(
         Err(error) => {
             let (status, code) = error.status_and_code();
             if status.is_server_error() {
-                tracing::warn!(parent: &span, %code, error = %error, "request failed");
+                tracing::warn!(parent: &span, %code, error = %Chain(&error), "request failed");
             } else {
-                tracing::debug!(parent: &span, %code, error = %error, "request refused");
+                tracing::debug!(parent: &span, %code, error = %Chain(&error), "request refused");
             }
             response::error(&error, &state.config.response)
         }
@@ -191,32 +187,12 @@ async fn handle(
     Ok(response)
 }
 
-/// Serves one GET for `path_and_query` exactly as over HTTP, without a connection:
-/// prefetch uses it to warm originals and the variants a rewritten post will ask for.
-pub async fn get(
-    state: &Arc<State>,
-    path_and_query: &str,
-    headers: http::HeaderMap,
-) -> Result<Response<Body>, AppError> {
-    let mut request = Request::get(path_and_query)
-        .body(())
-        .map_err(|e| AppError::BadRequest(format!("bad path {path_and_query:?}: {e}")))?;
-    *request.headers_mut() = headers;
-    let (parts, ()) = request.into_parts();
-    let route = router::route(&parts.method, parts.uri.path(), parts.uri.query())?;
-    let mut outcome = Outcome {
-        route: "internal",
-        source: None,
-    };
-    serve(state, &parts, route, &mut outcome).await
-}
-
 async fn dispatch(
     state: &Arc<State>,
     request: &http::request::Parts,
     body: Incoming,
     outcome: &mut Outcome,
-) -> Result<Response<Body>, AppError> {
+) -> Result<Response<Body>, Error> {
     let uri = &request.uri;
     let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
@@ -233,7 +209,7 @@ async fn serve(
     request: &http::request::Parts,
     route: Route,
     outcome: &mut Outcome,
-) -> Result<Response<Body>, AppError> {
+) -> Result<Response<Body>, Error> {
     let config = &state.config.response;
     match route {
         Route::Health => Ok(response::text(StatusCode::OK, "ok\n".into(), "text/plain")),
@@ -243,83 +219,36 @@ async fn serve(
             "text/plain; version=0.0.4",
         )),
         Route::Preflight => Ok(response::preflight(&request.headers)),
-        Route::Prefetch => Err(AppError::Route(router::RouteError::MethodNotAllowed(
-            http::Method::GET,
-        ))),
+        Route::Prefetch => Err(Error::MethodNotAllowed(http::Method::GET)),
         Route::Purge { upstream } => admin::purge(state, &request.headers, &upstream).await,
-        Route::Proxy { upstream, options } => {
-            let spec = parse_spec(state, &options)?;
-            let served = state.store.get_by_url(&upstream).await?;
-            let cache_control = &config.cache_control_proxy;
-            respond(
-                state,
-                request,
-                served,
-                spec,
+        Route::Image(address) => {
+            let accept = request
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let image = state.mirror.image(&address, accept).await?;
+            outcome.source = Some(image.source);
+            let (cache_control, canonical) = match &address {
+                Address::Proxy { upstream, .. } => {
+                    (&config.cache_control_proxy, Some(upstream.as_str()))
+                }
+                Address::Permalink { .. } => (&config.cache_control_permalink, None),
+            };
+            let headers = ImageHeaders {
                 cache_control,
-                Some(upstream.as_str()),
-                outcome,
-            )
-            .await
-        }
-        Route::Permalink { hash, options, .. } => {
-            let spec = parse_spec(state, &options)?;
-            let served = state
-                .store
-                .get_by_hash(&hash)
-                .await?
-                .ok_or_else(|| AppError::UnknownObject(hash.to_hex()))?;
-            let cache_control = &config.cache_control_permalink;
-            respond(state, request, served, spec, cache_control, None, outcome).await
+                etag: &image.blob.meta.sha256,
+                canonical,
+                vary_accept: image.vary_accept,
+                source: image.source,
+            };
+            Ok(response::image(&request.headers, &image.blob, headers))
         }
     }
 }
 
-/// The original, or with transform options the variant for this client.
-async fn respond(
-    state: &Arc<State>,
-    request: &http::request::Parts,
-    served: Served,
-    spec: Option<Spec>,
-    cache_control: &str,
-    canonical: Option<&str>,
-    outcome: &mut Outcome,
-) -> Result<Response<Body>, AppError> {
-    let Some(spec) = spec else {
-        outcome.source = Some(served.source);
-        let headers = ImageHeaders {
-            cache_control,
-            etag: &served.blob.meta.sha256,
-            canonical,
-            vary_accept: false,
-            source: served.source,
-        };
-        return Ok(response::image(&request.headers, &served.blob, headers));
-    };
-    let accept = request
-        .headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let variant = render::variant(state, &served.blob, &spec, accept).await?;
-    outcome.source = Some(variant.source);
-    let headers = ImageHeaders {
-        cache_control,
-        etag: &variant.blob.meta.sha256,
-        canonical,
-        vary_accept: variant.vary_accept,
-        source: variant.source,
-    };
-    Ok(response::image(&request.headers, &variant.blob, headers))
-}
-
-fn parse_spec(state: &State, options: &router::Options) -> Result<Option<Spec>, AppError> {
-    let pairs = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    Ok(Spec::from_query(pairs, &state.config.transform)?)
-}
-
 /// Prometheus text exposition of the counters that matter for operations.
 fn metrics(state: &State) -> String {
-    let stats = state.store.stats();
+    let stats = state.mirror.stats();
     let counters = [
         (
             "imgmirror_upstream_fetches_total",

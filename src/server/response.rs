@@ -1,9 +1,8 @@
-//! Building responses: the headers every image carries, conditional requests, and THE
-//! place where errors become statuses.
+//! Building responses: the headers every image carries, conditional requests, and the
+//! JSON error body.
 //!
-//! Every error any module can return reaches the client through [`AppError`] and
-//! [`AppError::status_and_code`]; the JSON body carries a stable kebab-case `code` that
-//! clients and tests can branch on, and a lowercase human `message`.
+//! Statuses come from [`Error::status_and_code`] (in [`crate::error`], the one mapping);
+//! the error body carries its stable kebab-case `code` and a lowercase human `message`.
 
 use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,12 +13,9 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::render::RenderError;
-use super::router::RouteError;
 use crate::config::ResponseConfig;
-use crate::store::{Blob, Source, StoreError};
-use crate::transform::{PoolError, SpecError};
-use crate::upstream::{GuardError, UpstreamError};
+use crate::error::Error;
+use crate::store::{Blob, Source};
 
 /// Every response body: boxed, so a streamed answer (`POST /prefetch`'s NDJSON) and a
 /// buffered image share one type. A boxed `Full` still reports its exact size.
@@ -28,98 +24,6 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// A buffered body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
-}
-
-/// Everything a request can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error(transparent)]
-    Route(#[from] RouteError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Render(#[from] RenderError),
-    #[error("no mirrored object {0}")]
-    UnknownObject(String),
-    #[error("server is busy: {0}")]
-    Overloaded(String),
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    #[error("{0}")]
-    Forbidden(&'static str),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("request body is larger than the {limit}-byte limit")]
-    RequestTooLarge { limit: u64 },
-    #[error("the article cannot be read: {0}")]
-    Article(#[from] crate::article::ArticleError),
-}
-
-impl From<UpstreamError> for AppError {
-    fn from(e: UpstreamError) -> Self {
-        AppError::Store(StoreError::Upstream(e))
-    }
-}
-
-impl AppError {
-    /// The one mapping from errors to HTTP: status and stable error code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            AppError::Render(RenderError::Store(e)) => AppError::Store(e.clone()).status_and_code(),
-            AppError::Render(RenderError::Transform(e)) if e.is_client_error() => {
-                (StatusCode::UNPROCESSABLE_ENTITY, e.code())
-            }
-            AppError::Render(RenderError::Transform(e)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, e.code())
-            }
-            AppError::Render(RenderError::Pool(PoolError::Overloaded)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
-            }
-            AppError::Render(RenderError::Pool(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.code()),
-            AppError::Spec(e) => (StatusCode::BAD_REQUEST, e.code()),
-            AppError::Route(RouteError::BadUrl(_)) => (StatusCode::BAD_REQUEST, "bad-url"),
-            AppError::Route(RouteError::NotFound(_)) => (StatusCode::NOT_FOUND, "not-found"),
-            AppError::Route(RouteError::MethodNotAllowed(_)) => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed")
-            }
-            AppError::Store(StoreError::Upstream(e)) => upstream_status(e),
-            AppError::Store(StoreError::WaitTimeout(_)) => {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout")
-            }
-            AppError::Store(StoreError::Io(_) | StoreError::Missing(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-            AppError::UnknownObject(_) => (StatusCode::NOT_FOUND, "not-found"),
-            AppError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
-            AppError::RequestTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "request-too-large")
-            }
-            AppError::Article(_) => (StatusCode::BAD_REQUEST, "bad-article"),
-        }
-    }
-}
-
-fn upstream_status(e: &UpstreamError) -> (StatusCode, &'static str) {
-    match e {
-        UpstreamError::Forbidden(GuardError::Scheme(_) | GuardError::NoHost) => {
-            (StatusCode::BAD_REQUEST, "bad-url")
-        }
-        UpstreamError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden-destination"),
-        UpstreamError::NotFound { .. } => (StatusCode::NOT_FOUND, "upstream-not-found"),
-        UpstreamError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
-        UpstreamError::NotAnImage { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-an-image"),
-        UpstreamError::Corrupt { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "corrupt-image"),
-        UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
-        UpstreamError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        UpstreamError::Status { .. }
-        | UpstreamError::Transport { .. }
-        | UpstreamError::TooManyRedirects { .. } => (StatusCode::BAD_GATEWAY, "upstream-error"),
-    }
 }
 
 /// Headers that make an image usable cross-origin and safe to serve from our origin.
@@ -240,7 +144,7 @@ pub fn preflight(request: &HeaderMap) -> Response<Body> {
 
 /// The JSON error body, with the same cross-origin headers as images so a page's
 /// script can read why an image failed.
-pub fn error(error: &AppError, config: &ResponseConfig) -> Response<Body> {
+pub fn error(error: &Error, config: &ResponseConfig) -> Response<Body> {
     let (status, code) = error.status_and_code();
     let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         // Don't leak paths and internals; the log has the detail.
@@ -259,7 +163,7 @@ fn json(
     status: StatusCode,
     body: &serde_json::Value,
     config: &ResponseConfig,
-    error: &AppError,
+    error: &Error,
 ) -> Response<Body> {
     let text = format!("{body}\n");
     let mut response = Response::new(full(text));
@@ -275,7 +179,7 @@ fn json(
         headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if let AppError::Unauthorized(_) = error {
+    if let Error::Unauthorized(_) = error {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response

@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::key::ContentHash;
+use crate::hash::ContentHash;
 
 /// Which namespace a file lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Disk {
             let mut file = File::create(&temp)?;
             file.write_all(bytes)?;
             if kind == Kind::Variant {
-                file.write_all(&ContentHash::of(bytes).0)?;
+                file.write_all(ContentHash::of(bytes).as_bytes())?;
             }
             file.sync_all()?;
             let dir = path.parent().unwrap_or(&self.root);
@@ -123,7 +123,9 @@ impl Disk {
             Kind::Object => Some(*hash),
             Kind::Variant if bytes.len() >= 32 => {
                 let trailer = bytes.split_off(bytes.len() - 32);
-                trailer.try_into().ok().map(ContentHash)
+                <[u8; 32]>::try_from(trailer)
+                    .ok()
+                    .map(ContentHash::from_bytes)
             }
             Kind::Variant => None,
         };

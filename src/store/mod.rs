@@ -17,10 +17,10 @@
 
 pub mod disk;
 pub mod index;
-pub mod key;
 mod pin;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,10 +30,10 @@ use moka::future::Cache;
 use url::Url;
 
 use crate::config::Config;
+pub use crate::hash::ContentHash;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
 pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry};
-pub use key::ContentHash;
 
 /// Blocking store operations (disk, fsync, redb, hashing) in flight at once.
 const BLOCKING_SLOTS: usize = 32;
@@ -74,12 +74,46 @@ pub struct Served {
     pub entry: Option<Arc<UrlEntry>>,
 }
 
+/// Why the store could not answer. Clone, because concurrent requests for one URL share
+/// one fetch and therefore one error; sources are kept (behind `Arc`) for the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    #[error("storage failure: {0}")]
-    Io(String),
+    /// A file or directory operation failed.
+    #[error("cannot {action} {}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The index database failed.
+    #[error("index: cannot {action}")]
+    Index {
+        action: &'static str,
+        #[source]
+        source: Arc<index::IndexError>,
+    },
+    /// The index names something that is not a SHA-256 (a damaged record).
+    #[error("the index entry of {url} names {sha256:?}, which is not a SHA-256")]
+    BadRecord { url: String, sha256: String },
+    /// A stored file's bytes no longer say they are an image.
+    #[error("object {hash} is not an image")]
+    NotAnImage {
+        hash: String,
+        #[source]
+        source: crate::upstream::verify::VerifyError,
+    },
+    #[error("cannot build the upstream HTTP client")]
+    Client(#[source] Arc<reqwest::Error>),
+    /// A blocking task panicked or was cancelled (a bug).
+    #[error("blocking store task failed: {0}")]
+    Task(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("upstream answered 304 to an unconditional request for {0}")]
+    UnexpectedNotModified(String),
     #[error("timed out waiting for another request's fetch of {0}")]
     WaitTimeout(String),
     /// Internal signal: the index names an object whose file is gone.
@@ -117,11 +151,10 @@ impl Store {
     /// index, builds the upstream client.
     pub fn open(config: &Config) -> Result<Store, StoreError> {
         let dir = &config.cache.dir;
-        let disk = Disk::open(dir).map_err(|e| io_error(&format!("{}", dir.display()), e))?;
-        let index = Index::open(&dir.join("index.redb"))
-            .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
-        let fetcher = Fetcher::new(&config.upstream)
-            .map_err(|e| StoreError::Io(format!("cannot build the HTTP client: {e}")))?;
+        let disk = Disk::open(dir).map_err(|e| file_error("open the data directory", dir, e))?;
+        let index = Index::open(&dir.join("index.redb")).map_err(index_error("open"))?;
+        let fetcher =
+            Fetcher::new(&config.upstream).map_err(|e| StoreError::Client(Arc::new(e)))?;
         let memory = Cache::builder()
             .max_capacity(config.cache.memory_bytes)
             .weigher(|_key: &String, blob: &Blob| -> u32 {
@@ -161,8 +194,10 @@ impl Store {
         for _ in 0..2 {
             let fetched_here = AtomicBool::new(false);
             let entry = self.entry(url, &fetched_here).await?;
-            let hash = ContentHash::parse(&entry.sha256)
-                .ok_or_else(|| StoreError::Io(format!("bad hash in index for {url}")))?;
+            let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
+                url: url.to_string(),
+                sha256: entry.sha256.clone(),
+            })?;
             match self.object(&hash).await {
                 Ok((blob, source)) => {
                     let fetched = fetched_here.load(Ordering::Relaxed);
@@ -224,7 +259,7 @@ impl Store {
                     .blocking(move || {
                         let Some(bytes) = disk
                             .read(Kind::Variant, &hash)
-                            .map_err(|e| io_error("reading variant", e))?
+                            .map_err(|e| file_error("read", &disk.path(Kind::Variant, &hash), e))?
                         else {
                             return Ok(None);
                         };
@@ -244,7 +279,7 @@ impl Store {
                 let (disk, hash, bytes) = (self.disk.clone(), *name, rendered.bytes.clone());
                 self.blocking(move || {
                     disk.write(Kind::Variant, &hash, &bytes)
-                        .map_err(|e| io_error("writing variant", e))
+                        .map_err(|e| file_error("write", &disk.path(Kind::Variant, &hash), e))
                 })
                 .await
                 .map_err(E::from)?;
@@ -264,7 +299,7 @@ impl Store {
         let index = self.index.clone();
         let k = key.clone();
         let removed = self
-            .blocking(move || index.remove_url(&k).map_err(index_error))
+            .blocking(move || index.remove_url(&k).map_err(index_error("remove a URL")))
             .await?;
         self.urls.invalidate(&key).await;
         self.negative.invalidate(&key).await;
@@ -283,7 +318,7 @@ impl Store {
             let index = self.index.clone();
             let k = key.clone();
             if let Some(entry) = self
-                .blocking(move || index.url(&k).map_err(index_error))
+                .blocking(move || index.url(&k).map_err(index_error("read a URL")))
                 .await?
             {
                 return Ok(Arc::new(entry));
@@ -316,7 +351,7 @@ impl Store {
             Fetched::Image(image) => image,
             // Only a conditional request can be answered "not modified".
             Fetched::NotModified(_) => {
-                return Err(StoreError::Io(format!("unexpected 304 from {url}")));
+                return Err(StoreError::UnexpectedNotModified(url.to_string()));
             }
         };
         let entry = self.commit(url, image, None).await?;
@@ -354,17 +389,22 @@ impl Store {
             .blocking(move || {
                 let hash = ContentHash::of(&bytes);
                 disk.write(Kind::Object, &hash, &bytes)
-                    .map_err(|e| io_error("writing object", e))?;
-                let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
+                    .map_err(|e| file_error("write", &disk.path(Kind::Object, &hash), e))?;
+                let meta = match index
+                    .object(&hash.to_hex())
+                    .map_err(index_error("read an object"))?
+                {
                     Some(existing) => existing,
                     None => object_meta(&hash, &info, bytes.len(), now),
                 };
                 entry.sha256 = hash.to_hex();
                 // Pins made while this fetch was running must survive it.
-                if let Some(current) = index.url(&entry.url).map_err(index_error)? {
+                if let Some(current) = index.url(&entry.url).map_err(index_error("read a URL"))? {
                     entry.pinned_by = current.pinned_by;
                 }
-                index.put(&meta, &entry).map_err(index_error)?;
+                index
+                    .put(&meta, &entry)
+                    .map_err(index_error("record an object"))?;
                 Ok::<_, StoreError>((entry, meta))
             })
             .await?;
@@ -391,9 +431,12 @@ impl Store {
                 self.blocking(move || {
                     let bytes = disk
                         .read(Kind::Object, &hash)
-                        .map_err(|e| io_error("reading object", e))?
+                        .map_err(|e| file_error("read", &disk.path(Kind::Object, &hash), e))?
                         .ok_or_else(|| StoreError::Missing(hash.to_hex()))?;
-                    let meta = match index.object(&hash.to_hex()).map_err(index_error)? {
+                    let meta = match index
+                        .object(&hash.to_hex())
+                        .map_err(index_error("read an object"))?
+                    {
                         Some(meta) => meta,
                         None => rebuild_meta(&hash, &bytes)?,
                     };
@@ -484,10 +527,10 @@ impl Store {
             .blocking(move || {
                 // A pin added while the upstream was being asked must not be lost by
                 // writing back the older record.
-                if let Some(current) = index.url(&entry.url).map_err(index_error)? {
+                if let Some(current) = index.url(&entry.url).map_err(index_error("read a URL"))? {
                     entry.pinned_by = current.pinned_by;
                 }
-                index.put_url(&entry).map_err(index_error)?;
+                index.put_url(&entry).map_err(index_error("record a URL"))?;
                 Ok::<_, StoreError>(entry)
             })
             .await;
@@ -512,8 +555,10 @@ fn merge_validators(into: &mut crate::upstream::Validators, from: crate::upstrea
 
 /// Metadata for a file whose index record is gone: the bytes still say what they are.
 fn rebuild_meta(hash: &ContentHash, bytes: &[u8]) -> Result<ObjectMeta, StoreError> {
-    let info = crate::upstream::verify::verify(bytes)
-        .map_err(|e| StoreError::Io(format!("object {hash} is not an image: {e}")))?;
+    let info = crate::upstream::verify::verify(bytes).map_err(|source| StoreError::NotAnImage {
+        hash: hash.to_hex(),
+        source,
+    })?;
     Ok(object_meta(hash, &info, bytes.len(), unix_now()))
 }
 
@@ -545,7 +590,7 @@ impl Store {
             .blocking_slots
             .acquire()
             .await
-            .map_err(|_| E::from(StoreError::Io("store is shutting down".into())))?;
+            .map_err(|_| E::from(StoreError::Closed))?;
         run_blocking(f).await
     }
 }
@@ -555,19 +600,25 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(E::from(StoreError::Io(format!(
-            "blocking task failed: {e}"
-        ))))
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(E::from(StoreError::Task(e.to_string()))))
 }
 
-fn io_error(what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what}: {e}"))
+fn file_error(action: &'static str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::File {
+        action,
+        path: path.to_path_buf(),
+        source: Arc::new(e),
+    }
 }
 
-fn index_error(e: index::IndexError) -> StoreError {
-    StoreError::Io(e.to_string())
+/// `map_err(index_error("read a URL"))`: names what the index was asked to do.
+fn index_error(action: &'static str) -> impl Fn(index::IndexError) -> StoreError {
+    move |e| StoreError::Index {
+        action,
+        source: Arc::new(e),
+    }
 }
 
 pub fn unix_now() -> u64 {

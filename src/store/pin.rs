@@ -23,13 +23,13 @@ impl Store {
         // on the next run.
         let updated = self
             .blocking(move || {
-                let Some(mut entry) = index.url(&k).map_err(index_error)? else {
+                let Some(mut entry) = index.url(&k).map_err(index_error("read a URL"))? else {
                     return Ok::<_, StoreError>(None);
                 };
                 if !entry.pinned_by.contains(&article_id) {
                     entry.pinned_by.push(article_id);
                     entry.pinned_by.sort();
-                    index.put_url(&entry).map_err(index_error)?;
+                    index.put_url(&entry).map_err(index_error("record a pin"))?;
                 }
                 Ok(Some(entry))
             })

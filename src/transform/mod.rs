@@ -12,7 +12,8 @@
 //! 1/4 size ("shrink-on-load"), and encoded by mozjpeg's fastest (libjpeg-turbo) settings;
 //! PNG, GIF and WebP are decoded by the pure-Rust decoders of `image`; resizing is
 //! `fast_image_resize` (Lanczos3, AVX2); lossy WebP is libwebp through the `webp` crate;
-//! PNG and GIF output are `image`'s encoders. AVIF output is not built in.
+//! PNG and GIF output are `image`'s encoders. There is no AVIF encoder: `format=avif` is a
+//! 400 and `auto` never picks AVIF.
 //!
 //! Colour: an embedded ICC profile is converted to sRGB (moxcms) and the output carries no
 //! profile, so browsers show it as sRGB. Metadata (EXIF including GPS, XMP, comments, ICC)
@@ -35,10 +36,6 @@ mod spec;
 pub use pool::{Pool, PoolError};
 pub use probe::{Probe, SourceFormat, probe};
 pub use spec::{Fit, FormatChoice, Rgba, Spec, SpecError};
-
-/// Whether this build can encode AVIF. It can't: ravif adds ~60 s to a cold build and
-/// ≥ 60 ms per 480 px image, so `format=avif` is refused and `auto` never picks AVIF.
-pub const AVIF_ENCODER_BUILT: bool = false;
 
 /// Limits and defaults for transforms: plain data, and the `[transform]` section of the
 /// config file as it is (each field is a key there).
@@ -65,11 +62,6 @@ pub struct Settings {
     pub jpeg_quality: u8,
     /// WebP quality when `q` is not given. Default 80.
     pub webp_quality: u8,
-    /// AVIF quality when `q` is not given. Default 60. Unused while AVIF is not built in.
-    pub avif_quality: u8,
-    /// Offer AVIF output. Default false. This build has no AVIF encoder
-    /// ([`AVIF_ENCODER_BUILT`]), so [`Settings::validate`] rejects `true`.
-    pub avif: bool,
     /// JPEG shrink-on-load policy. true: decode at the smallest DCT scale (1/4, 1/2) that
     /// is at least the output size, as Pillow's `draft` does; false: keep a 2× margin for
     /// the Lanczos step, as libvips does. false scores SSIM 0.970 against a Lanczos
@@ -94,8 +86,6 @@ impl Default for Settings {
             allowed_widths: Vec::new(),
             jpeg_quality: 80,
             webp_quality: 80,
-            avif_quality: 60,
-            avif: false,
             fast_jpeg_shrink: true,
             workers: 0,
             queue: 64,
@@ -120,13 +110,9 @@ impl Settings {
                 reason: reason.to_owned(),
             })
         };
-        if self.avif && !AVIF_ENCODER_BUILT {
-            return err("avif", "AVIF output is not built into this imgmirror");
-        }
         for (field, q) in [
             ("jpeg_quality", self.jpeg_quality),
             ("webp_quality", self.webp_quality),
-            ("avif_quality", self.avif_quality),
         ] {
             if !(1..=100).contains(&q) {
                 return err(field, "must be between 1 and 100");
@@ -154,18 +140,12 @@ impl Settings {
         Ok(())
     }
 
-    /// AVIF is offered only if configured and built in.
-    pub fn avif_enabled(&self) -> bool {
-        self.avif && AVIF_ENCODER_BUILT
-    }
-
     /// Effective quality for `format`: the explicit `q`, else the per-format default;
     /// `None` for lossless formats (PNG, GIF), where `q` has no effect.
     pub fn quality_for(&self, format: OutputFormat, explicit: Option<u8>) -> Option<u8> {
         match format {
             OutputFormat::Jpeg => Some(explicit.unwrap_or(self.jpeg_quality)),
             OutputFormat::Webp => Some(explicit.unwrap_or(self.webp_quality)),
-            OutputFormat::Avif => Some(explicit.unwrap_or(self.avif_quality)),
             OutputFormat::Png | OutputFormat::Gif => None,
         }
     }
@@ -186,7 +166,6 @@ pub enum OutputFormat {
     Jpeg,
     Png,
     Webp,
-    Avif,
     Gif,
 }
 
@@ -196,7 +175,6 @@ impl OutputFormat {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
-            OutputFormat::Avif => "image/avif",
             OutputFormat::Gif => "image/gif",
         }
     }
@@ -207,7 +185,6 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
-            OutputFormat::Avif => "avif",
             OutputFormat::Gif => "gif",
         }
     }
@@ -218,7 +195,6 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpeg",
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
-            OutputFormat::Avif => "avif",
             OutputFormat::Gif => "gif",
         }
     }
@@ -236,8 +212,8 @@ pub struct Negotiated {
     pub vary_accept: bool,
 }
 
-/// Picks the output format. An explicit `format` wins and does not vary. For `auto`: AVIF if
-/// enabled and accepted, then WebP if accepted, else the source's family: GIF stays GIF
+/// Picks the output format. An explicit `format` wins and does not vary. For `auto`: WebP if
+/// accepted, else the source's family: GIF stays GIF
 /// when it will be rendered animated; images with alpha get PNG; PNG stays PNG; other
 /// photos get JPEG. An animated GIF under `auto` is GIF whatever the `Accept`, so it does not
 /// vary; every other `auto` choice does.
@@ -260,9 +236,7 @@ pub fn negotiate(
         };
     }
     let accepts = |media: &str| accept.is_some_and(|a| accepts_media_type(a, media));
-    let format = if settings.avif_enabled() && accepts("image/avif") {
-        OutputFormat::Avif
-    } else if accepts("image/webp") {
+    let format = if accepts("image/webp") {
         OutputFormat::Webp
     } else if probe.has_alpha || matches!(probe.format, SourceFormat::Png | SourceFormat::Gif) {
         OutputFormat::Png
@@ -344,10 +318,6 @@ pub enum TransformError {
     /// Not a format imgmirror decodes (or a variant of one it doesn't, like 12-bit JPEG).
     #[error("unsupported image format: {0}")]
     Unsupported(String),
-    /// `render` was asked for a format this build can't write (AVIF); a caller bug, since
-    /// `Spec` and `negotiate` never produce it.
-    #[error("{0} output not enabled")]
-    FormatNotEnabled(&'static str),
     /// An encoder failed on valid pixels: our fault.
     #[error("encoding {format} failed: {reason}")]
     Encode {
@@ -368,7 +338,6 @@ impl TransformError {
             TransformError::MemoryLimit(_) => "decode-memory-limit",
             TransformError::Corrupt(_) => "corrupt-image",
             TransformError::Unsupported(_) => "unsupported-format",
-            TransformError::FormatNotEnabled(_) => "format-not-enabled",
             TransformError::Encode { .. } => "encode-failed",
             TransformError::Internal(_) => "internal",
         }

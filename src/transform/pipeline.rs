@@ -22,8 +22,7 @@ use super::geometry::{self, Plan};
 use super::probe::{SourceFormat, jpeg_is_complete};
 use super::spec::{Fit, Rgba};
 use super::{
-    AVIF_ENCODER_BUILT, OutputFormat, Probe, Rendered, Settings, Spec, TransformError, jpeg, probe,
-    renders_animated,
+    OutputFormat, Probe, Rendered, Settings, Spec, TransformError, jpeg, probe, renders_animated,
 };
 
 /// 8-bit sRGB pixels, 3 (RGB) or 4 (RGBA, straight alpha) channels.
@@ -80,9 +79,6 @@ pub(crate) fn render(
     format: OutputFormat,
     settings: &Settings,
 ) -> Result<Rendered, TransformError> {
-    if format == OutputFormat::Avif && !AVIF_ENCODER_BUILT {
-        return Err(TransformError::FormatNotEnabled("avif"));
-    }
     let probe = probe(src)?;
     check_source(&probe, settings)?;
     if format == OutputFormat::Gif && renders_animated(&probe, settings) {
@@ -438,7 +434,6 @@ fn encode(px: &Pixels, format: OutputFormat, quality: u8) -> Result<Vec<u8>, Tra
                 .map_err(|e| image_error("gif", e))?;
             Ok(out)
         }
-        OutputFormat::Avif => Err(TransformError::FormatNotEnabled("avif")),
     }
 }
 

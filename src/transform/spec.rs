@@ -197,7 +197,6 @@ impl Spec {
                 "png" => FormatChoice::Fixed(OutputFormat::Png),
                 "webp" => FormatChoice::Fixed(OutputFormat::Webp),
                 "gif" => FormatChoice::Fixed(OutputFormat::Gif),
-                "avif" if settings.avif_enabled() => FormatChoice::Fixed(OutputFormat::Avif),
                 "avif" => return Err(SpecError::FormatNotEnabled("avif")),
                 _ => {
                     return Err(SpecError::bad(

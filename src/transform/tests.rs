@@ -138,16 +138,6 @@ fn negotiation_and_vary() {
             probe.format
         );
     }
-    // AVIF is never chosen: not built in, even when configured and accepted.
-    assert!(!s.avif_enabled());
-    assert!(
-        Settings {
-            avif: true,
-            ..Settings::default()
-        }
-        .validate()
-        .is_err()
-    );
     // An animated GIF over the frame limit is rendered still, so it negotiates like a still.
     let few = Settings {
         max_frames: 4,
@@ -454,8 +444,6 @@ fn broken_files_are_corrupt_not_panics() {
     )
     .unwrap_err();
     assert_eq!(err.code(), "unsupported-format");
-    let err = render(&fixture("photo-480.jpg"), &q, OutputFormat::Avif, &s).unwrap_err();
-    assert_eq!(err.code(), "format-not-enabled");
 }
 
 #[test]

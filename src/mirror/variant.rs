@@ -1,0 +1,86 @@
+//! Variants: a mirrored original, a parsed [`Spec`] and the client's `Accept` → the
+//! rendition to serve.
+//!
+//! The output format is negotiated from `Accept` and the original's header facts (probed
+//! once per original, off the runtime, and cached); the variant is named by the SHA-256 of
+//! the original's hash, the canonical options for that format, and the format; the store
+//! renders it at most once however many requests ask at the same time, on the bounded
+//! render pool, and keeps it like an original.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Image, Mirror, MirrorError};
+use crate::hash::ContentHash;
+use crate::store::{Blob, ObjectMeta, unix_now};
+use crate::transform::{self, Negotiated, Probe, Spec, TransformError};
+
+impl Mirror {
+    /// The variant of `original` for `spec`, in the format `accept` allows.
+    pub async fn variant(
+        &self,
+        original: &Blob,
+        spec: &Spec,
+        accept: Option<&str>,
+    ) -> Result<Image, MirrorError> {
+        let probe = self.probe(original).await?;
+        let settings = &self.transform;
+        let Negotiated {
+            format,
+            vary_accept,
+        } = transform::negotiate(spec, accept, &probe, settings);
+        let canonical = spec.canonical_for(format, settings);
+        let name = ContentHash::of_parts(&[
+            original.meta.sha256.as_bytes(),
+            canonical.as_bytes(),
+            format.as_str().as_bytes(),
+        ]);
+        let render = || async {
+            let (src, spec, settings) = (original.bytes.clone(), spec.clone(), settings.clone());
+            let rendered = self
+                .pool
+                .run(move || transform::render(&src, &spec, format, &settings))
+                .await??;
+            tracing::debug!(variant = %name, %canonical, width = rendered.width, height = rendered.height, "rendered");
+            Ok::<_, MirrorError>(Blob {
+                meta: Arc::new(ObjectMeta {
+                    sha256: name.to_hex(),
+                    media_type: format.media_type().to_string(),
+                    extension: format.extension().to_string(),
+                    bytes: rendered.bytes.len() as u64,
+                    width: rendered.width,
+                    height: rendered.height,
+                    created: unix_now(),
+                }),
+                bytes: Bytes::from(rendered.bytes),
+            })
+        };
+        let (blob, source) = self
+            .store
+            .get_variant(&name, render)
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(Image {
+            blob,
+            source,
+            vary_accept,
+        })
+    }
+
+    /// Header facts about an original, cached by its hash. Probing walks a GIF's blocks to
+    /// count frames, so it runs off the async runtime.
+    async fn probe(&self, original: &Blob) -> Result<Probe, MirrorError> {
+        let bytes = original.bytes.clone();
+        self.probes
+            .try_get_with(original.meta.sha256.clone(), async move {
+                tokio::task::spawn_blocking(move || transform::probe(&bytes))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(TransformError::Internal(format!("probe task failed: {e}")))
+                    })
+            })
+            .await
+            .map_err(|e| MirrorError::Transform((*e).clone()))
+    }
+}

@@ -1,0 +1,351 @@
+//! The URL grammar: how an imgmirror URL names an image, parsed and written in this one
+//! place. The router parses requests with it; the article rewriter writes the URLs that
+//! posts will request with it, and the prefetcher parses those URLs back, so what is
+//! warmed is exactly what readers ask for.
+//!
+//! - `/?<absolute URL>`: the CORS worker's form. The whole raw query is the upstream URL,
+//!   its own query string included, verbatim or percent-encoded as a whole.
+//! - `/?url=<percent-encoded URL>[&option=…]`: the explicit form, with transform options.
+//! - `/m/<sha256>[.<ext>][?option=…]`: the content-addressed permalink.
+//!
+//! A leaf: strings in, [`Address`] out (and back). Nothing here touches the store, the
+//! network or the transform options' meaning.
+
+use std::borrow::Cow;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use url::Url;
+
+use crate::hash::ContentHash;
+
+/// Transform options as `(name, value)` pairs, in request order, percent-decoded.
+pub type Options = Vec<(String, String)>;
+
+/// What an image URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// An image by upstream URL (normalised: fragment removed, host lower-cased).
+    Proxy { upstream: Url, options: Options },
+    /// A mirrored original by content hash.
+    Permalink {
+        hash: ContentHash,
+        extension: Option<String>,
+        options: Options,
+    },
+}
+
+impl Address {
+    pub fn options(&self) -> &Options {
+        match self {
+            Address::Proxy { options, .. } | Address::Permalink { options, .. } => options,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// The request names no usable upstream URL (a 400).
+    #[error("{0}")]
+    BadUrl(String),
+    /// A `/m/…` path that is not a permalink (a 404: no such resource can exist).
+    #[error("{0}")]
+    NotAPermalink(String),
+}
+
+/// Characters escaped in the `url=` parameter: everything but RFC 3986 "unreserved". Being
+/// strict keeps `&`, `=`, `#`, `,` and quotes of the upstream from ever reaching the outer
+/// URL, so the result is also safe inside a `srcset` candidate and in any YAML quoting style.
+const URL_PARAM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+const MISSING: &str = "missing upstream URL: use /?<absolute URL> or /?url=<percent-encoded URL>";
+
+/// Parses a path and query that name an image; `None` when the path is neither `/` nor
+/// under `/m/` (some other route).
+pub fn parse(path: &str, query: Option<&str>) -> Option<Result<Address, UrlError>> {
+    if path == "/" {
+        return Some(parse_proxy_query(query.unwrap_or("")));
+    }
+    path.strip_prefix("/m/")
+        .map(|rest| parse_permalink(rest, query.unwrap_or("")))
+}
+
+/// Parses a path-and-query string such as `/?url=…&w=480` (what [`proxy_url`] writes with
+/// an empty base).
+pub fn parse_path_and_query(path_and_query: &str) -> Result<Address, UrlError> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    parse(path, query).unwrap_or_else(|| {
+        Err(UrlError::BadUrl(format!(
+            "{path_and_query:?} names no image"
+        )))
+    })
+}
+
+/// The query of `/`: the worker form or the explicit `url=` form.
+pub fn parse_proxy_query(query: &str) -> Result<Address, UrlError> {
+    if query.is_empty() {
+        return Err(UrlError::BadUrl(MISSING.into()));
+    }
+    if let Some(raw) = worker_upstream(query) {
+        return Ok(Address::Proxy {
+            upstream: parse_upstream(&raw)?,
+            options: Options::new(),
+        });
+    }
+    // Not the worker's form: `name=value` pairs, in any order, one of them `url`.
+    let mut upstream = None;
+    let mut options = Options::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name == "url" {
+            if upstream.is_some() {
+                return Err(UrlError::BadUrl("url given twice".into()));
+            }
+            upstream = Some(value.into_owned());
+        } else {
+            options.push((name.into_owned(), value.into_owned()));
+        }
+    }
+    let upstream = upstream.ok_or_else(|| UrlError::BadUrl(MISSING.into()))?;
+    Ok(Address::Proxy {
+        upstream: parse_upstream(&upstream)?,
+        options,
+    })
+}
+
+/// The upstream of a worker-form query (`http://a/b.jpg?v=2`, or `http%3A%2F%2Fa…` encoded
+/// as a whole, which is decoded once); `None` when the query does not start with a scheme.
+/// The same rule reads the tail of a worker URL found in a post.
+pub fn worker_upstream(query: &str) -> Option<Cow<'_, str>> {
+    let starts = |prefix: &str| {
+        query.len() >= prefix.len()
+            && query.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    if starts("http%3a") || starts("https%3a") {
+        return Some(match percent_decode_str(query).decode_utf8() {
+            Ok(decoded) => decoded,
+            // Not UTF-8 once decoded: keep it as written, and let URL parsing refuse it.
+            Err(_) => Cow::Borrowed(query),
+        });
+    }
+    (starts("http:") || starts("https:")).then_some(Cow::Borrowed(query))
+}
+
+/// Parses and normalises an upstream URL: absolute, http(s), with a host, no fragment. The
+/// result's string form is the index key, so equivalent spellings share one mirror entry.
+pub fn parse_upstream(raw: &str) -> Result<Url, UrlError> {
+    if raw.is_empty() {
+        return Err(UrlError::BadUrl("missing upstream URL".into()));
+    }
+    let mut url = Url::parse(raw.trim())
+        .map_err(|e| UrlError::BadUrl(format!("malformed upstream URL {raw:?}: {e}")))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(UrlError::BadUrl(format!(
+            "upstream URL must be http or https, not {:?}",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() {
+        return Err(UrlError::BadUrl(format!(
+            "upstream URL {raw:?} has no host"
+        )));
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// `rest` is the path after `/m/`: `<sha256>` or `<sha256>.<ext>`.
+pub fn parse_permalink(rest: &str, query: &str) -> Result<Address, UrlError> {
+    let (hex, extension) = match rest.split_once('.') {
+        Some((hex, ext)) => (hex, Some(ext)),
+        None => (rest, None),
+    };
+    let hash = ContentHash::parse(hex)
+        .ok_or_else(|| UrlError::NotAPermalink(format!("/m/{rest}: not a SHA-256")))?;
+    if let Some(ext) = extension
+        && (ext.is_empty() || ext.len() > 5 || !ext.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return Err(UrlError::NotAPermalink(format!("/m/{rest}: bad extension")));
+    }
+    let options = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    Ok(Address::Permalink {
+        hash,
+        extension: extension.map(|e| e.to_ascii_lowercase()),
+        options,
+    })
+}
+
+/// The explicit form for `upstream` (as the post spells it) under `base` (no trailing
+/// slash needed), with `options` appended in order: `{base}/?url=…&w=480&h=319`.
+pub fn proxy_url(base: &str, upstream: &str, options: &[(&str, String)]) -> String {
+    let base = base.trim_end_matches('/');
+    let url = format!("{base}/?url={}", utf8_percent_encode(upstream, URL_PARAM));
+    with_options(url, options)
+}
+
+/// The permalink of an original: `{base}/m/<sha256>[.<ext>]`, with `options`.
+pub fn permalink_url(
+    base: &str,
+    sha256: &str,
+    extension: &str,
+    options: &[(&str, String)],
+) -> String {
+    let base = base.trim_end_matches('/');
+    let url = match extension.trim_start_matches('.') {
+        "" => format!("{base}/m/{sha256}"),
+        ext => format!("{base}/m/{sha256}.{ext}"),
+    };
+    with_options(url, options)
+}
+
+/// Appends options; names and values we write are plain tokens and numbers, but a value is
+/// escaped anyway so a caller can never break the URL.
+fn with_options(mut url: String, options: &[(&str, String)]) -> String {
+    for (name, value) in options {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(name);
+        url.push('=');
+        url.extend(utf8_percent_encode(value, URL_PARAM));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(query: &str) -> String {
+        match parse_proxy_query(query).unwrap() {
+            Address::Proxy { upstream, .. } => upstream.to_string(),
+            other => panic!("not a proxy address: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn worker_form_keeps_the_upstream_query() {
+        let cases = [
+            ("http://a.example/x.jpg?v=2", "http://a.example/x.jpg?v=2"),
+            (
+                "http://a.example/x.jpg?v=2&w=3",
+                "http://a.example/x.jpg?v=2&w=3",
+            ),
+            (
+                "http%3A%2F%2Fa.example%2Fx.jpg%3Fv%3D2",
+                "http://a.example/x.jpg?v=2",
+            ),
+            ("HTTPS%3a%2f%2fA.example%2Fx.jpg", "https://a.example/x.jpg"),
+            ("http://A.EXAMPLE:80/x.jpg#frag", "http://a.example/x.jpg"),
+            (
+                "http://static.1sapp.com/qupost/img/2022/01/31/f8a4283e70d403f54ac17f21b5a1cadf.jpeg",
+                "http://static.1sapp.com/qupost/img/2022/01/31/f8a4283e70d403f54ac17f21b5a1cadf.jpeg",
+            ),
+        ];
+        for (query, want) in cases {
+            assert_eq!(upstream(query), want, "{query}");
+        }
+    }
+
+    #[test]
+    fn explicit_form_separates_options() {
+        let address =
+            parse_proxy_query("url=http%3A%2F%2Fa.example%2Fx.jpg%3Fv%3D2&w=480&h=319").unwrap();
+        assert_eq!(
+            address,
+            Address::Proxy {
+                upstream: Url::parse("http://a.example/x.jpg?v=2").unwrap(),
+                options: vec![("w".into(), "480".into()), ("h".into(), "319".into())],
+            }
+        );
+        assert!(matches!(
+            parse_proxy_query("url=http%3A%2F%2Fa%2F&url=http%3A%2F%2Fb%2F"),
+            Err(UrlError::BadUrl(_))
+        ));
+        // Options may come first.
+        let reordered = parse_proxy_query("w=480&url=http%3A%2F%2Fa.example%2Fx.jpg").unwrap();
+        assert_eq!(
+            reordered,
+            Address::Proxy {
+                upstream: Url::parse("http://a.example/x.jpg").unwrap(),
+                options: vec![("w".into(), "480".into())],
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_upstreams_are_bad_urls() {
+        for query in [
+            "",
+            "not a url",
+            "/relative.jpg",
+            "ftp://a.example/x.jpg",
+            "javascript:alert(1)",
+            "url=",
+            "data:image/png;base64,AAAA",
+        ] {
+            assert!(
+                matches!(parse_proxy_query(query), Err(UrlError::BadUrl(_))),
+                "{query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn permalinks() {
+        let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let address = parse(&format!("/m/{hex}.JPG"), Some("w=10"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            address,
+            Address::Permalink {
+                hash: ContentHash::parse(hex).unwrap(),
+                extension: Some("jpg".into()),
+                options: vec![("w".into(), "10".into())],
+            }
+        );
+        assert!(matches!(
+            parse("/m/abc", None),
+            Some(Err(UrlError::NotAPermalink(_)))
+        ));
+        assert!(matches!(
+            parse(&format!("/m/{hex}./x"), None),
+            Some(Err(UrlError::NotAPermalink(_)))
+        ));
+        assert!(parse("/healthz", None).is_none());
+    }
+
+    #[test]
+    fn written_urls_parse_back() {
+        let up = "http://a.example/x.jpg?v=1&b=2#frag";
+        let size = [("w", "480".to_string()), ("h", "319".to_string())];
+        let written = proxy_url("", up, &size);
+        assert_eq!(
+            written,
+            "/?url=http%3A%2F%2Fa.example%2Fx.jpg%3Fv%3D1%26b%3D2%23frag&w=480&h=319"
+        );
+        let Address::Proxy { upstream, options } = parse_path_and_query(&written).unwrap() else {
+            panic!("not a proxy address");
+        };
+        assert_eq!(upstream.as_str(), "http://a.example/x.jpg?v=1&b=2");
+        assert_eq!(
+            options,
+            [("w".into(), "480".into()), ("h".into(), "319".into())]
+        );
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            permalink_url("https://img.example.com/", &sha, ".jpg", &size),
+            format!("https://img.example.com/m/{sha}.jpg?w=480&h=319")
+        );
+        assert_eq!(
+            permalink_url("https://img.example.com", &sha, "", &[]),
+            format!("https://img.example.com/m/{sha}")
+        );
+    }
+}

@@ -76,44 +76,7 @@ pub(crate) fn plan(sw: u32, sh: u32, spec: &Spec) -> Plan {
                         min_decode: out,
                     }
                 }
-                Fit::Cover => {
-                    // The largest box of the target's aspect ratio inside the source, centred:
-                    // full height when the target is relatively narrower, else full width.
-                    let (cw, ch) = if width_limits {
-                        (scaled(sh, w, h).min(sw), sh)
-                    } else {
-                        (sw, scaled(sw, h, w).min(sh))
-                    };
-                    let crop = [
-                        f64::from(sw - cw) / 2.0 / f64::from(sw),
-                        f64::from(sh - ch) / 2.0 / f64::from(sh),
-                        f64::from(cw) / f64::from(sw),
-                        f64::from(ch) / f64::from(sh),
-                    ];
-                    let shrinks = if width_limits { h <= sh } else { w <= sw };
-                    if spec.enlarge || shrinks {
-                        // The crop box scales to w×h; the whole source scales alike.
-                        let whole = if width_limits {
-                            (scaled(sw, h, sh), h)
-                        } else {
-                            (w, scaled(sh, w, sw))
-                        };
-                        Plan {
-                            out: (w, h),
-                            canvas: (w, h),
-                            crop: Some(crop),
-                            min_decode: (whole.0.max(w), whole.1.max(h)),
-                        }
-                    } else {
-                        // The source is smaller than the box: keep the box's shape, at 1:1.
-                        Plan {
-                            out: (cw, ch),
-                            canvas: (cw, ch),
-                            crop: Some(crop),
-                            min_decode: src,
-                        }
-                    }
-                }
+                Fit::Cover => plan_cover(src, (w, h), spec.enlarge, width_limits),
                 Fit::Fill => {
                     if !spec.enlarge && (w > sw || h > sh) {
                         // Shrink the box (keeping its shape) until neither axis grows.
@@ -128,6 +91,48 @@ pub(crate) fn plan(sw: u32, sh: u32, spec: &Spec) -> Plan {
                     }
                 }
             }
+        }
+    }
+}
+
+/// `fit=cover`: the largest box of the target's aspect ratio inside the source, centred,
+/// scaled to the target (or kept 1:1 when the source is smaller and `enlarge` is off).
+fn plan_cover(src: (u32, u32), (w, h): (u32, u32), enlarge: bool, width_limits: bool) -> Plan {
+    let (sw, sh) = src;
+    // The largest box of the target's aspect ratio inside the source, centred:
+    // full height when the target is relatively narrower, else full width.
+    let (cw, ch) = if width_limits {
+        (scaled(sh, w, h).min(sw), sh)
+    } else {
+        (sw, scaled(sw, h, w).min(sh))
+    };
+    let crop = [
+        f64::from(sw - cw) / 2.0 / f64::from(sw),
+        f64::from(sh - ch) / 2.0 / f64::from(sh),
+        f64::from(cw) / f64::from(sw),
+        f64::from(ch) / f64::from(sh),
+    ];
+    let shrinks = if width_limits { h <= sh } else { w <= sw };
+    if enlarge || shrinks {
+        // The crop box scales to w×h; the whole source scales alike.
+        let whole = if width_limits {
+            (scaled(sw, h, sh), h)
+        } else {
+            (w, scaled(sh, w, sw))
+        };
+        Plan {
+            out: (w, h),
+            canvas: (w, h),
+            crop: Some(crop),
+            min_decode: (whole.0.max(w), whole.1.max(h)),
+        }
+    } else {
+        // The source is smaller than the box: keep the box's shape, at 1:1.
+        Plan {
+            out: (cw, ch),
+            canvas: (cw, ch),
+            crop: Some(crop),
+            min_decode: src,
         }
     }
 }

@@ -107,6 +107,47 @@ impl SpecError {
     }
 }
 
+fn check_allowed_width(width: u32, settings: &Settings) -> Result<(), SpecError> {
+    if settings.allowed_widths.is_empty() || settings.allowed_widths.contains(&width) {
+        return Ok(());
+    }
+    let mut allowed = String::new();
+    for (i, a) in settings.allowed_widths.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(allowed, "{sep}{a}");
+    }
+    Err(SpecError::WidthNotAllowed { width, allowed })
+}
+
+fn parse_fit(v: &str) -> Result<Fit, SpecError> {
+    match v.to_ascii_lowercase().as_str() {
+        "inside" => Ok(Fit::Inside),
+        "cover" => Ok(Fit::Cover),
+        "contain" => Ok(Fit::Contain),
+        "fill" => Ok(Fit::Fill),
+        _ => Err(SpecError::bad(
+            "fit",
+            "must be one of inside, cover, contain, fill",
+        )),
+    }
+}
+
+fn parse_format(v: &str) -> Result<FormatChoice, SpecError> {
+    match v.to_ascii_lowercase().as_str() {
+        "auto" => Ok(FormatChoice::Auto),
+        "jpeg" | "jpg" => Ok(FormatChoice::Fixed(OutputFormat::Jpeg)),
+        "png" => Ok(FormatChoice::Fixed(OutputFormat::Png)),
+        "webp" => Ok(FormatChoice::Fixed(OutputFormat::Webp)),
+        "gif" => Ok(FormatChoice::Fixed(OutputFormat::Gif)),
+        // Named apart so a client learns it is a known format this build does not write.
+        "avif" => Err(SpecError::FormatNotEnabled("avif")),
+        _ => Err(SpecError::bad(
+            "format",
+            "must be one of jpeg, png, webp, avif, gif, auto",
+        )),
+    }
+}
+
 /// The option names this module understands, in canonical (sorted) order.
 pub const OPTIONS: [&str; 8] = ["bg", "dpr", "enlarge", "fit", "format", "h", "q", "w"];
 
@@ -144,32 +185,10 @@ impl Spec {
         let height = h
             .map(|v| parse_dim("h", v, settings.max_height, dpr))
             .transpose()?;
-        if let Some(width) = width
-            && !settings.allowed_widths.is_empty()
-            && !settings.allowed_widths.contains(&width)
-        {
-            let mut allowed = String::new();
-            for (i, a) in settings.allowed_widths.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let _ = write!(allowed, "{sep}{a}");
-            }
-            return Err(SpecError::WidthNotAllowed { width, allowed });
+        if let Some(width) = width {
+            check_allowed_width(width, settings)?;
         }
-        let mut fit = match fit {
-            None => Fit::Inside,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "inside" => Fit::Inside,
-                "cover" => Fit::Cover,
-                "contain" => Fit::Contain,
-                "fill" => Fit::Fill,
-                _ => {
-                    return Err(SpecError::bad(
-                        "fit",
-                        "must be one of inside, cover, contain, fill",
-                    ));
-                }
-            },
-        };
+        let mut fit = fit.map_or(Ok(Fit::Inside), parse_fit)?;
         // With fewer than two sizes every fit mode means "keep the aspect ratio", so they
         // collapse to one variant.
         if width.is_none() || height.is_none() {
@@ -189,23 +208,7 @@ impl Spec {
                 _ => Err(SpecError::bad("q", "must be an integer between 1 and 100")),
             })
             .transpose()?;
-        let format = match format {
-            None => FormatChoice::Auto,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "auto" => FormatChoice::Auto,
-                "jpeg" | "jpg" => FormatChoice::Fixed(OutputFormat::Jpeg),
-                "png" => FormatChoice::Fixed(OutputFormat::Png),
-                "webp" => FormatChoice::Fixed(OutputFormat::Webp),
-                "gif" => FormatChoice::Fixed(OutputFormat::Gif),
-                "avif" => return Err(SpecError::FormatNotEnabled("avif")),
-                _ => {
-                    return Err(SpecError::bad(
-                        "format",
-                        "must be one of jpeg, png, webp, avif, gif, auto",
-                    ));
-                }
-            },
-        };
+        let format = format.map_or(Ok(FormatChoice::Auto), parse_format)?;
         let background = bg.map(parse_colour).transpose()?;
         Ok(Some(Spec {
             width,

@@ -54,7 +54,7 @@ pub enum Fetched {
     NotModified(Validators),
 }
 
-/// Why a fetch failed. Variants say whose fault it is; `server::response` maps them to
+/// Why a fetch failed. Variants say whose fault it is; `crate::error` maps them to
 /// statuses.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {

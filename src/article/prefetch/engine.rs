@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use super::plan::Job;
-use super::report::{ImageReport, PrefetchReport, Status, VariantReport, VariantStatus};
+use super::report::{ImageReport, PrefetchReport, Status, VariantReport};
 use crate::config::ArticleConfig;
 use crate::error::{Chain, Error};
 use crate::mirror::{Mirror, MirrorError};
@@ -200,16 +200,7 @@ async fn warm(
     accept: &'static str,
     options: &Options,
 ) -> VariantReport {
-    let mut report = VariantReport {
-        path: path.to_owned(),
-        accept: accept.to_owned(),
-        status: VariantStatus::Ok,
-        http_status: 200,
-        code: None,
-        content_type: None,
-        bytes: None,
-        source: None,
-    };
+    let mut report = VariantReport::new(path, accept);
     let address = match url_grammar::parse_path_and_query(path) {
         Ok(address) => address,
         Err(e) => return failed_variant(report, &Error::Url(e)),
@@ -227,11 +218,8 @@ async fn warm(
 }
 
 fn failed_variant(mut report: VariantReport, error: &Error) -> VariantReport {
-    let (status, code) = error.status_and_code();
     tracing::warn!(path = report.path, accept = report.accept, error = %Chain(error), "variant failed");
-    report.status = VariantStatus::Failed;
-    report.http_status = status.as_u16();
-    report.code = Some(code.to_owned());
+    report.fail(error);
     report
 }
 

@@ -59,6 +59,30 @@ pub struct VariantReport {
     pub source: Option<String>,
 }
 
+impl VariantReport {
+    /// A variant that has not failed (yet).
+    pub(super) fn new(path: &str, accept: &str) -> VariantReport {
+        VariantReport {
+            path: path.to_owned(),
+            accept: accept.to_owned(),
+            status: VariantStatus::Ok,
+            http_status: 200,
+            code: None,
+            content_type: None,
+            bytes: None,
+            source: None,
+        }
+    }
+
+    /// Records why the variant failed, as a reader would see it.
+    pub(super) fn fail(&mut self, error: &Error) {
+        let (status, code) = error.status_and_code();
+        self.status = VariantStatus::Failed;
+        self.http_status = status.as_u16();
+        self.code = Some(code.to_owned());
+    }
+}
+
 /// The outcome for one upstream image: one row of the table, one NDJSON line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageReport {
@@ -297,16 +321,8 @@ mod tests {
         ok.status = Status::Cached;
         ok.sha256 = Some("ab".repeat(32));
         ok.ext = Some("jpg".into());
-        ok.variants.push(VariantReport {
-            path: "/?url=x&w=1&h=1".into(),
-            accept: "image/*".into(),
-            status: VariantStatus::Ok,
-            http_status: 200,
-            code: None,
-            content_type: None,
-            bytes: None,
-            source: None,
-        });
+        ok.variants
+            .push(VariantReport::new("/?url=x&w=1&h=1", "image/*"));
         let mut bad = ImageReport::new("http://a/2.jpg");
         bad.fail(&Error::Mirror(MirrorError::UnknownObject("x".into())));
         let report = PrefetchReport {

@@ -65,10 +65,6 @@ impl Disk {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn path(&self, kind: Kind, hash: &ContentHash) -> PathBuf {
         let hex = hash.to_hex();
         self.root.join(kind.dir()).join(&hex[..2]).join(hex)

@@ -149,15 +149,6 @@ impl Settings {
             OutputFormat::Png | OutputFormat::Gif => None,
         }
     }
-
-    /// Worker count with 0 resolved to the number of cores.
-    pub fn effective_workers(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        }
-    }
 }
 
 /// Output formats.

@@ -129,10 +129,6 @@ impl Fetcher {
         })
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Fetches `url`, following redirects, and verifies the body is an image. With
     /// `conditional`, sends the stored validators and may return [`Fetched::NotModified`].
     pub async fn fetch(

@@ -83,6 +83,22 @@ pub struct CacheConfig {
     /// Seconds a failed fetch is remembered, so a failing URL does not hammer its upstream.
     /// Default 30; 0 turns the negative cache off.
     pub negative_ttl_secs: u64,
+    /// Bytes of originals and variants on disk, all told; 0 = no limit. Past it, variants
+    /// are evicted (least recently used first), then originals if `evict_originals`.
+    /// Default 0.
+    pub max_disk_bytes: u64,
+    /// Bytes of variants on disk; past it the least recently used are evicted (they are
+    /// re-rendered on demand). Default 10 GiB.
+    pub max_variant_bytes: u64,
+    /// Whether originals may be evicted (least recently used, never one pinned by an
+    /// article) to stay under `max_disk_bytes`. They are the mirror: an evicted original
+    /// is fetched again on demand only if its upstream still has it. Default false.
+    pub evict_originals: bool,
+    /// Answer 507 `insufficient-storage` instead of mirroring new originals while
+    /// originals alone exceed `max_disk_bytes`. Default false (log it, keep mirroring).
+    pub refuse_when_full: bool,
+    /// Bytes of the index's (redb's) page cache. Default 64 MiB.
+    pub index_cache_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -92,6 +108,11 @@ impl Default for CacheConfig {
             memory_bytes: 256 * 1024 * 1024,
             fresh_secs: 86_400,
             negative_ttl_secs: 30,
+            max_disk_bytes: 0,
+            max_variant_bytes: 10 * 1024 * 1024 * 1024,
+            evict_originals: false,
+            refuse_when_full: false,
+            index_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -264,6 +285,15 @@ impl Config {
         }
         if self.cache.memory_bytes > u64::from(u32::MAX) * 1024 {
             return invalid("cache.memory_bytes", "must be at most 4 TiB");
+        }
+        if self.cache.index_cache_bytes < 1024 * 1024 {
+            return invalid("cache.index_cache_bytes", "must be at least 1 MiB");
+        }
+        if self.cache.refuse_when_full && self.cache.max_disk_bytes == 0 {
+            return invalid(
+                "cache.refuse_when_full",
+                "needs cache.max_disk_bytes (0 means no limit, so the store is never full)",
+            );
         }
         let mut hosts: BTreeMap<&str, std::net::IpAddr> = BTreeMap::new();
         for (key, addr) in &self.upstream.resolve {

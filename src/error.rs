@@ -88,6 +88,7 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::Upstream(e) => upstream_status(e),
         StoreError::WaitTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
         StoreError::UnexpectedNotModified(_) => (StatusCode::BAD_GATEWAY, "upstream-error"),
+        StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
         StoreError::File { .. }
         | StoreError::Index { .. }
         | StoreError::BadRecord { .. }

@@ -21,7 +21,9 @@ use url::Url;
 
 use crate::config::Config;
 use crate::hash::ContentHash;
-use crate::store::{Blob, Served, Source, Stats, Store, StoreError, UrlEntry};
+use crate::store::{
+    Blob, PurgeReport, Served, Source, Stats, Store, StoreError, UrlEntry, UsageReport,
+};
 use crate::transform::{self, PoolError, Spec, SpecError, TransformError};
 use crate::upstream::UpstreamError;
 use crate::url_grammar::{Address, Options};
@@ -61,6 +63,27 @@ impl MirrorError {
     }
 }
 
+/// What a purge removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// One upstream URL's record; the object stays for other URLs and permalinks.
+    Url(Url),
+    /// An original, all its variants, and every URL that points at it.
+    Object(ContentHash),
+    /// An article's pins, and the images no other article pins.
+    Article(String),
+}
+
+impl std::fmt::Display for Purge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Purge::Url(url) => write!(f, "url {url}"),
+            Purge::Object(hash) => write!(f, "sha256 {hash}"),
+            Purge::Article(id) => write!(f, "article {id}"),
+        }
+    }
+}
+
 /// An image ready to serve: an original or a variant.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -83,6 +106,7 @@ impl Mirror {
     /// Opens the store in `config.cache.dir` and starts the render pool.
     pub fn open(config: &Config) -> Result<Mirror, MirrorError> {
         let store = Arc::new(Store::open(config)?);
+        store.start_maintenance();
         let pool = transform::Pool::new(config.transform.workers, config.transform.queue);
         Ok(Mirror {
             store,
@@ -149,10 +173,28 @@ impl Mirror {
         Ok(self.store.pin(url, article).await?)
     }
 
-    /// Forgets a mirrored URL: the next request fetches it again. The object stays, since
-    /// other URLs and permalinks may share it. Whether the URL was mirrored.
-    pub async fn purge(&self, url: &Url) -> Result<bool, MirrorError> {
-        Ok(self.store.forget(url).await?)
+    /// Removes what `what` names and says what went (see [`Purge`]).
+    pub async fn purge(&self, what: &Purge) -> Result<PurgeReport, MirrorError> {
+        let report = match what {
+            Purge::Url(url) => self.store.purge_url(url).await?,
+            Purge::Object(hash) => self.store.purge_object(hash).await?,
+            Purge::Article(id) => self.store.purge_article(id).await?,
+        };
+        tracing::info!(
+            purge = %what,
+            urls = report.urls.len(),
+            objects = report.objects.len(),
+            variants = report.variants,
+            // The CDN surrogate keys this purge invalidates.
+            surrogate_keys = %report.objects.iter().chain(&report.hosts).cloned().collect::<Vec<_>>().join(" "),
+            "purged"
+        );
+        Ok(report)
+    }
+
+    /// Bytes and counts on disk, and the budget.
+    pub fn usage(&self) -> UsageReport {
+        self.store.usage()
     }
 
     /// Forgets a remembered failure of `url`, so the next [`Mirror::original`] asks the

@@ -7,8 +7,6 @@
 //! renders it at most once however many requests ask at the same time, on the bounded
 //! render pool, and keeps it like an original.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::{Image, Mirror, MirrorError};
@@ -43,22 +41,21 @@ impl Mirror {
                 .run(move || transform::render(&src, &spec, format, &settings))
                 .await??;
             tracing::debug!(variant = %name, %canonical, width = rendered.width, height = rendered.height, "rendered");
-            Ok::<_, MirrorError>(Blob {
-                meta: Arc::new(ObjectMeta {
-                    sha256: name.to_hex(),
-                    media_type: format.media_type().to_string(),
-                    extension: format.extension().to_string(),
-                    bytes: rendered.bytes.len() as u64,
-                    width: rendered.width,
-                    height: rendered.height,
-                    created: unix_now(),
-                }),
-                bytes: Bytes::from(rendered.bytes),
-            })
+            let meta = ObjectMeta {
+                sha256: name.to_hex(),
+                media_type: format.media_type().to_string(),
+                extension: format.extension().to_string(),
+                bytes: rendered.bytes.len() as u64,
+                width: rendered.width,
+                height: rendered.height,
+                created: unix_now(),
+                last_used: 0,
+            };
+            Ok::<_, MirrorError>(Blob::new(Bytes::from(rendered.bytes), meta))
         };
         let (blob, source) = self
             .store
-            .get_variant(&name, render)
+            .get_variant(&name, &original.meta.sha256, render)
             .await
             .map_err(|e| (*e).clone())?;
         Ok(Image {

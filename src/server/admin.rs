@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Frame, Incoming};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
-use url::Url;
 
 use super::State;
 use super::response::{self, Body};
@@ -24,6 +23,7 @@ use crate::article::prefetch::{self, Event, Options, Plan};
 use crate::article::{self, Kind, Settings};
 use crate::error::Error;
 use crate::hash::ContentHash;
+use crate::mirror::Purge;
 
 /// Checks the bearer token in constant time (for a given length), so it cannot be
 /// guessed byte by byte from response times.
@@ -45,22 +45,26 @@ pub fn authorize(headers: &HeaderMap, token: &str) -> Result<(), Error> {
     }
 }
 
-/// Forgets a mirrored URL: the next request fetches it again. The object file stays,
-/// since other URLs and permalinks may share it.
+/// Purges a URL, an original or an article and answers with what was removed: 200, or
+/// 404 when there was nothing to remove.
 pub async fn purge(
     state: &State,
     headers: &HeaderMap,
-    upstream: &Url,
+    what: &Purge,
 ) -> Result<Response<Body>, Error> {
     authorize(headers, &state.config.admin.token)?;
-    let removed = state.mirror.purge(upstream).await?;
-    tracing::info!(%upstream, removed, "purged");
-    let status = if removed {
+    let report = state.mirror.purge(what).await?;
+    let purged = !report.is_empty();
+    let status = if purged {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     };
-    let body = serde_json::json!({ "url": upstream.as_str(), "purged": removed });
+    let mut body =
+        serde_json::json!({ "purged": purged, "target": what.to_string(), "removed": report });
+    if let Purge::Url(url) = what {
+        body["url"] = url.as_str().into();
+    }
     Ok(response::text(
         status,
         format!("{body}\n"),

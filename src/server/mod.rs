@@ -220,7 +220,7 @@ async fn serve(
         )),
         Route::Preflight => Ok(response::preflight(&request.headers)),
         Route::Prefetch => Err(Error::MethodNotAllowed(http::Method::GET)),
-        Route::Purge { upstream } => admin::purge(state, &request.headers, &upstream).await,
+        Route::Purge(what) => admin::purge(state, &request.headers, &what).await,
         Route::Image(address) => {
             let accept = request
                 .headers

@@ -2,15 +2,17 @@
 //! [`crate::url_grammar`], the one grammar the article rewriter writes too.
 //!
 //! - `GET|HEAD /?<URL>`, `/?url=…&…`, `/m/<sha256>[.<ext>]`: an image ([`Address`]).
-//! - `GET /healthz`, `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` (purge).
+//! - `GET /healthz`, `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` and
+//!   `DELETE /purge?url=<URL>|sha256=<hex>|article=<id>` (purge).
 //! - `OPTIONS` anywhere (preflight).
 //!
 //! Parsing only: nothing here touches the store or the network.
 
 use http::Method;
-use url::Url;
 
 use crate::error::Error;
+use crate::hash::ContentHash;
+use crate::mirror::Purge;
 use crate::url_grammar::{self, Address};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +23,8 @@ pub enum Route {
     Prefetch,
     /// An image, by upstream URL or by content hash.
     Image(Address),
-    /// `DELETE /?…`: forget a mirrored URL (admin).
-    Purge {
-        upstream: Url,
-    },
+    /// `DELETE /?…` (a URL) or `DELETE /purge?…` (a URL, an original or an article): admin.
+    Purge(Purge),
 }
 
 impl Route {
@@ -37,7 +37,7 @@ impl Route {
             Route::Prefetch => "prefetch",
             Route::Image(Address::Proxy { .. }) => "proxy",
             Route::Image(Address::Permalink { .. }) => "permalink",
-            Route::Purge { .. } => "purge",
+            Route::Purge(_) => "purge",
         }
     }
 }
@@ -51,10 +51,16 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         "/metrics" => Route::Metrics,
         "/prefetch" if method == Method::POST => return Ok(Route::Prefetch),
         "/prefetch" => return Err(Error::MethodNotAllowed(method.clone())),
+        "/purge" if method == Method::DELETE => {
+            return purge(query.unwrap_or("")).map(Route::Purge);
+        }
+        "/purge" => return Err(Error::MethodNotAllowed(method.clone())),
         _ => match url_grammar::parse(path, query) {
             None => return Err(Error::NotFound(path.to_string())),
             Some(address) => match (address?, method == Method::DELETE) {
-                (Address::Proxy { upstream, .. }, true) => return Ok(Route::Purge { upstream }),
+                (Address::Proxy { upstream, .. }, true) => {
+                    return Ok(Route::Purge(Purge::Url(upstream)));
+                }
                 (Address::Permalink { .. }, true) => {
                     return Err(Error::MethodNotAllowed(method.clone()));
                 }
@@ -68,10 +74,33 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
     Ok(route)
 }
 
+/// `url=<URL>`, `sha256=<hex>` or `article=<id>`: exactly one.
+fn purge(query: &str) -> Result<Purge, Error> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let [(name, value)] = pairs.as_slice() else {
+        return Err(Error::BadRequest(
+            "purge needs exactly one of url=, sha256= or article=".into(),
+        ));
+    };
+    match name.as_str() {
+        "url" => Ok(Purge::Url(url_grammar::parse_upstream(value)?)),
+        "sha256" => ContentHash::parse(value)
+            .map(Purge::Object)
+            .ok_or_else(|| Error::BadRequest(format!("sha256={value:?} is not a SHA-256"))),
+        "article" if !value.is_empty() => Ok(Purge::Article(value.clone())),
+        _ => Err(Error::BadRequest(format!(
+            "purge by {name:?} is not supported: use url=, sha256= or article="
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::url_grammar::UrlError;
+    use url::Url;
 
     fn get(path: &str, query: Option<&str>) -> Result<Route, Error> {
         route(&Method::GET, path, query)
@@ -129,9 +158,33 @@ mod tests {
         assert!(matches!(get("/nope", None), Err(Error::NotFound(_))));
         assert_eq!(
             route(&Method::DELETE, "/", Some("http://a.example/x.jpg")).unwrap(),
-            Route::Purge {
-                upstream: Url::parse("http://a.example/x.jpg").unwrap()
-            }
+            Route::Purge(Purge::Url(Url::parse("http://a.example/x.jpg").unwrap()))
         );
+        let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(
+            route(&Method::DELETE, "/purge", Some(&format!("sha256={hex}"))).unwrap(),
+            Route::Purge(Purge::Object(ContentHash::parse(hex).unwrap()))
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/purge", Some("article=posts%2Fa.md")).unwrap(),
+            Route::Purge(Purge::Article("posts/a.md".into()))
+        );
+        for bad in [
+            "",
+            "sha256=abc",
+            "url=ftp%3A%2F%2Fa%2Fb",
+            "article=",
+            "x=1",
+            "url=a&sha256=b",
+        ] {
+            assert!(
+                route(&Method::DELETE, "/purge", Some(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            route(&Method::GET, "/purge", Some("article=a")),
+            Err(Error::MethodNotAllowed(_))
+        ));
     }
 }

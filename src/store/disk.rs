@@ -7,7 +7,8 @@
 //! stray temp file, which [`Disk::open`] removes. Reads re-hash what they read, so a
 //! file damaged on disk is reported as missing, never served under its name: an
 //! object's name is its SHA-256; a variant's name is derived from its recipe, so a
-//! variant file carries the SHA-256 of its content as a 32-byte trailer.
+//! variant file carries the SHA-256 of its content as a 32-byte trailer. A damaged file is
+//! moved to `quarantine/`, never deleted: an operator decides (see `imgmirror verify`).
 //!
 //! All functions here block; the store calls them off the async runtime. This module
 //! knows nothing of URLs or the index.
@@ -45,7 +46,7 @@ impl Disk {
     /// Creates the layout under `root` if needed and removes temp files a previous run
     /// left behind (they were never committed, so nothing refers to them).
     pub fn open(root: &Path) -> io::Result<Disk> {
-        for dir in ["objects", "variants", "tmp"] {
+        for dir in ["objects", "variants", "tmp", "quarantine"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let mut removed = 0;
@@ -91,7 +92,14 @@ impl Disk {
             }
             file.sync_all()?;
             let dir = path.parent().unwrap_or(&self.root);
-            fs::create_dir_all(dir)?;
+            if !dir.exists() {
+                fs::create_dir_all(dir)?;
+                // A new fan-out directory is itself an entry of its parent: make it durable,
+                // or a crash could lose the directory and with it the file below.
+                if let Some(parent) = dir.parent() {
+                    File::open(parent)?.sync_all()?;
+                }
+            }
             let wrote = match fs::hard_link(&temp, &path) {
                 Ok(()) => true,
                 // Another writer committed the same content first: identical bytes.
@@ -107,7 +115,7 @@ impl Disk {
     }
 
     /// Reads the file named `hash`, or `None` if it is absent or its content no longer
-    /// matches its name (the damaged file is moved aside to `tmp/`, which start-up clears).
+    /// matches its name (the damaged file is moved to `quarantine/`).
     pub fn read(&self, kind: Kind, hash: &ContentHash) -> io::Result<Option<Vec<u8>>> {
         let path = self.path(kind, hash);
         let mut bytes = match fs::read(&path) {
@@ -126,18 +134,26 @@ impl Disk {
             Kind::Variant => None,
         };
         if expected != Some(ContentHash::of(&bytes)) {
-            tracing::error!(path = %path.display(), "stored file does not match its hash; discarding it");
-            let aside = self
-                .root
-                .join("tmp")
-                .join(format!("corrupt.{}", hash.to_hex()));
+            let aside = self.quarantine(kind, hash);
+            tracing::error!(path = %path.display(), quarantine = %aside.display(), "stored file does not match its hash; moved it to quarantine");
             let _ = fs::rename(&path, aside);
             return Ok(None);
         }
         Ok(Some(bytes))
     }
 
-    /// Removes a derived file (variants are re-rendered on demand).
+    /// Where a damaged file goes: `quarantine/<kind>-<name>.<unix seconds>`, so repeated
+    /// damage to one name keeps every copy.
+    pub fn quarantine(&self, kind: Kind, hash: &ContentHash) -> PathBuf {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.root
+            .join("quarantine")
+            .join(format!("{}-{}.{now}", kind.dir(), hash.to_hex()))
+    }
+
+    /// Removes a file (an eviction or a purge).
     pub fn remove(&self, kind: Kind, hash: &ContentHash) -> io::Result<()> {
         match fs::remove_file(self.path(kind, hash)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -1,17 +1,22 @@
 //! The crash-safe index (redb, in `index.redb`): which upstream URL is mirrored as which
-//! object, and what each object is.
+//! object, what each object and variant is, and when each was last used.
 //!
 //! redb commits are atomic and durable (copy-on-write pages, checksummed roots), so a
 //! crash leaves either the old or the new mapping, never a torn one. Records are JSON
 //! so fields can be added without a migration. An object file is always committed
 //! before the index names it, so the index never points at bytes that are not there
-//! (see `Store::mirror`).
+//! (see `Store::mirror`). Every read-modify-write of a record happens inside one write
+//! transaction, so two writers (two pins, a pin and a revalidation, a purge and a
+//! revalidation) never lose each other's change.
 //!
 //! All functions block; the store calls them off the async runtime.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::upstream::Validators;
@@ -20,6 +25,8 @@ use crate::upstream::Validators;
 const URLS: TableDefinition<&str, &[u8]> = TableDefinition::new("urls");
 /// SHA-256 hex → [`ObjectMeta`] (JSON).
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// Variant name (hex) → [`VariantMeta`] (JSON).
+const VARIANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("variants");
 
 /// What is known about one mirrored upstream URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +62,41 @@ pub struct ObjectMeta {
     pub height: u32,
     /// Unix seconds when the object was first stored; its `Last-Modified`.
     pub created: u64,
+    /// Unix seconds of the last use (batched, so up to a flush interval old): the
+    /// eviction order.
+    #[serde(default)]
+    pub last_used: u64,
+}
+
+/// What is known about one stored variant: its size, its original, its last use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantMeta {
+    pub name: String,
+    /// SHA-256 of the original it was rendered from (purging the original purges it).
+    pub original: String,
+    /// Bytes on disk, trailer included.
+    pub bytes: u64,
+    pub created: u64,
+    #[serde(default)]
+    pub last_used: u64,
+}
+
+/// The tables, for iteration and removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Urls,
+    Objects,
+    Variants,
+}
+
+impl Table {
+    fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Table::Urls => URLS,
+            Table::Objects => OBJECTS,
+            Table::Variants => VARIANTS,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +121,20 @@ pub struct Index {
 }
 
 impl Index {
+    /// Opens (or creates) the index with the default page cache (64 MiB).
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let db = db_err!(Database::create(path))?;
+        Index::open_with_cache(path, 64 * 1024 * 1024)
+    }
+
+    /// Opens (or creates) the index with a page cache of `cache_bytes`. redb's own default
+    /// is 1 GiB, which a mirror would slowly fill: the cache is part of the memory budget.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Index, IndexError> {
+        let db = db_err!(Database::builder().set_cache_size(cache_bytes).create(path))?;
         // Create the tables up front so readers never see "table does not exist".
         let txn = db_err!(db.begin_write())?;
-        db_err!(txn.open_table(URLS))?;
-        db_err!(txn.open_table(OBJECTS))?;
+        for table in [URLS, OBJECTS, VARIANTS] {
+            db_err!(txn.open_table(table))?;
+        }
         db_err!(txn.commit())?;
         Ok(Index { db })
     }
@@ -97,42 +147,136 @@ impl Index {
         self.get(OBJECTS, sha256)
     }
 
-    /// Records an object and the URL that now points at it, in one transaction.
-    pub fn put(&self, object: &ObjectMeta, entry: &UrlEntry) -> Result<(), IndexError> {
+    pub fn variant(&self, name: &str) -> Result<Option<VariantMeta>, IndexError> {
+        self.get(VARIANTS, name)
+    }
+
+    /// Records an object (unless known) and the URL that now points at it, in one
+    /// transaction. The URL's pins are the union of `entry`'s and those the index holds,
+    /// so a pin made while a fetch ran survives it. With `only_if_present`, a URL that is
+    /// no longer in the index (purged meanwhile) is not written back: `None`.
+    pub fn commit_url(
+        &self,
+        object: &ObjectMeta,
+        entry: &UrlEntry,
+        only_if_present: bool,
+    ) -> Result<Option<UrlEntry>, IndexError> {
+        let txn = db_err!(self.db.begin_write())?;
+        let written = {
+            let mut urls = db_err!(txn.open_table(URLS))?;
+            let current: Option<UrlEntry> = read(&urls, &entry.url)?;
+            if only_if_present && current.is_none() {
+                None
+            } else {
+                let mut objects = db_err!(txn.open_table(OBJECTS))?;
+                if db_err!(objects.get(object.sha256.as_str()))?.is_none() {
+                    db_err!(objects.insert(object.sha256.as_str(), to_json(object).as_slice()))?;
+                }
+                let mut entry = entry.clone();
+                for pin in current.into_iter().flat_map(|c| c.pinned_by) {
+                    if !entry.pinned_by.contains(&pin) {
+                        entry.pinned_by.push(pin);
+                    }
+                }
+                entry.pinned_by.sort();
+                db_err!(urls.insert(entry.url.as_str(), to_json(&entry).as_slice()))?;
+                Some(entry)
+            }
+        };
+        db_err!(txn.commit())?;
+        Ok(written)
+    }
+
+    /// Read-modify-write of one URL's entry in one transaction: `change` edits it and says
+    /// whether to write. `None` when the URL is not in the index (nothing is written).
+    pub fn update_url(
+        &self,
+        url: &str,
+        change: impl FnOnce(&mut UrlEntry) -> bool,
+    ) -> Result<Option<UrlEntry>, IndexError> {
+        let txn = db_err!(self.db.begin_write())?;
+        let updated = {
+            let mut urls = db_err!(txn.open_table(URLS))?;
+            match read::<UrlEntry>(&urls, url)? {
+                None => None,
+                Some(mut entry) => {
+                    if change(&mut entry) {
+                        db_err!(urls.insert(url, to_json(&entry).as_slice()))?;
+                    }
+                    Some(entry)
+                }
+            }
+        };
+        db_err!(txn.commit())?;
+        Ok(updated)
+    }
+
+    /// Records a variant (or replaces its record).
+    pub fn put_variant(&self, meta: &VariantMeta) -> Result<(), IndexError> {
         let txn = db_err!(self.db.begin_write())?;
         {
-            let mut objects = db_err!(txn.open_table(OBJECTS))?;
-            if db_err!(objects.get(object.sha256.as_str()))?.is_none() {
-                let record = to_json(object);
-                db_err!(objects.insert(object.sha256.as_str(), record.as_slice()))?;
-            }
-            let mut urls = db_err!(txn.open_table(URLS))?;
-            let record = to_json(entry);
-            db_err!(urls.insert(entry.url.as_str(), record.as_slice()))?;
+            let mut variants = db_err!(txn.open_table(VARIANTS))?;
+            db_err!(variants.insert(meta.name.as_str(), to_json(meta).as_slice()))?;
         }
         db_err!(txn.commit())
     }
 
-    /// Replaces a URL's entry (revalidation bookkeeping, pins).
-    pub fn put_url(&self, entry: &UrlEntry) -> Result<(), IndexError> {
+    /// Records an object that arrived without a URL (an import, a repair).
+    pub fn put_object(&self, meta: &ObjectMeta) -> Result<(), IndexError> {
         let txn = db_err!(self.db.begin_write())?;
         {
-            let mut urls = db_err!(txn.open_table(URLS))?;
-            let record = to_json(entry);
-            db_err!(urls.insert(entry.url.as_str(), record.as_slice()))?;
+            let mut objects = db_err!(txn.open_table(OBJECTS))?;
+            db_err!(objects.insert(meta.sha256.as_str(), to_json(meta).as_slice()))?;
         }
         db_err!(txn.commit())
+    }
+
+    /// Stores a batch of last-use times in one transaction (one fsync for many uses).
+    /// Keys no longer in the index are skipped.
+    pub fn touch(
+        &self,
+        objects: &[(String, u64)],
+        variants: &[(String, u64)],
+    ) -> Result<(), IndexError> {
+        let txn = db_err!(self.db.begin_write())?;
+        {
+            let mut table = db_err!(txn.open_table(OBJECTS))?;
+            for (key, at) in objects {
+                if let Some(mut meta) = read::<ObjectMeta>(&table, key)? {
+                    meta.last_used = meta.last_used.max(*at);
+                    db_err!(table.insert(key.as_str(), to_json(&meta).as_slice()))?;
+                }
+            }
+            let mut table = db_err!(txn.open_table(VARIANTS))?;
+            for (key, at) in variants {
+                if let Some(mut meta) = read::<VariantMeta>(&table, key)? {
+                    meta.last_used = meta.last_used.max(*at);
+                    db_err!(table.insert(key.as_str(), to_json(&meta).as_slice()))?;
+                }
+            }
+        }
+        db_err!(txn.commit())
+    }
+
+    /// Removes records by key from one table, in one transaction; how many were there.
+    pub fn remove(&self, table: Table, keys: &[String]) -> Result<usize, IndexError> {
+        let txn = db_err!(self.db.begin_write())?;
+        let mut removed = 0;
+        {
+            let mut t = db_err!(txn.open_table(table.definition()))?;
+            for key in keys {
+                if db_err!(t.remove(key.as_str()))?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        db_err!(txn.commit())?;
+        Ok(removed)
     }
 
     /// Forgets a URL (an operator's purge). The object stays: other URLs may share it.
     pub fn remove_url(&self, url: &str) -> Result<bool, IndexError> {
-        let txn = db_err!(self.db.begin_write())?;
-        let removed = {
-            let mut urls = db_err!(txn.open_table(URLS))?;
-            db_err!(urls.remove(url))?.is_some()
-        };
-        db_err!(txn.commit())?;
-        Ok(removed)
+        Ok(self.remove(Table::Urls, &[url.to_owned()])? == 1)
     }
 
     /// Number of mirrored URLs.
@@ -142,6 +286,14 @@ impl Index {
         db_err!(urls.len())
     }
 
+    /// A consistent, read-only view of the whole index as of now: what export, verify,
+    /// stats and eviction iterate over while writers go on.
+    pub fn snapshot(&self) -> Result<Snapshot, IndexError> {
+        Ok(Snapshot {
+            txn: db_err!(self.db.begin_read())?,
+        })
+    }
+
     fn get<T: for<'de> Deserialize<'de>>(
         &self,
         table: TableDefinition<&str, &[u8]>,
@@ -149,16 +301,75 @@ impl Index {
     ) -> Result<Option<T>, IndexError> {
         let txn = db_err!(self.db.begin_read())?;
         let table = db_err!(txn.open_table(table))?;
-        let Some(record) = db_err!(table.get(key))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(record.value())
-            .map(Some)
-            .map_err(|source| IndexError::Record {
-                key: key.to_string(),
-                source,
-            })
+        read(&table, key)
     }
+}
+
+/// A read transaction: every iteration sees the same state.
+pub struct Snapshot {
+    txn: ReadTransaction,
+}
+
+impl Snapshot {
+    pub fn urls(&self, each: impl FnMut(UrlEntry)) -> Result<(), IndexError> {
+        self.scan(URLS, each)
+    }
+
+    pub fn objects(&self, each: impl FnMut(ObjectMeta)) -> Result<(), IndexError> {
+        self.scan(OBJECTS, each)
+    }
+
+    pub fn variants(&self, each: impl FnMut(VariantMeta)) -> Result<(), IndexError> {
+        self.scan(VARIANTS, each)
+    }
+
+    pub fn url(&self, url: &str) -> Result<Option<UrlEntry>, IndexError> {
+        let table = db_err!(self.txn.open_table(URLS))?;
+        read(&table, url)
+    }
+
+    pub fn object(&self, sha256: &str) -> Result<Option<ObjectMeta>, IndexError> {
+        let table = db_err!(self.txn.open_table(OBJECTS))?;
+        read(&table, sha256)
+    }
+
+    pub fn variant(&self, name: &str) -> Result<Option<VariantMeta>, IndexError> {
+        let table = db_err!(self.txn.open_table(VARIANTS))?;
+        read(&table, name)
+    }
+
+    fn scan<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        mut each: impl FnMut(T),
+    ) -> Result<(), IndexError> {
+        let table = db_err!(self.txn.open_table(table))?;
+        for row in db_err!(table.iter())? {
+            let (key, value) = db_err!(row)?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|source| IndexError::Record {
+                    key: key.value().to_string(),
+                    source,
+                })?;
+            each(record);
+        }
+        Ok(())
+    }
+}
+
+fn read<T: for<'de> Deserialize<'de>>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, IndexError> {
+    let Some(record) = db_err!(table.get(key))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(record.value())
+        .map(Some)
+        .map_err(|source| IndexError::Record {
+            key: key.to_string(),
+            source,
+        })
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -196,6 +407,7 @@ mod tests {
             width: 1,
             height: 1,
             created: 1,
+            last_used: 0,
         }
     }
 
@@ -204,20 +416,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
         {
-            let index = Index::open(&path).unwrap();
-            index
-                .put(&object("aa"), &entry("http://a/1.jpg", "aa"))
-                .unwrap();
-            index
-                .put(&object("aa"), &entry("http://b/2.jpg", "aa"))
-                .unwrap();
+            let index = Index::open_with_cache(&path, 1 << 20).unwrap();
+            for url in ["http://a/1.jpg", "http://b/2.jpg"] {
+                let written = index.commit_url(&object("aa"), &entry(url, "aa"), false);
+                assert!(written.unwrap().is_some());
+            }
         }
-        let index = Index::open(&path).unwrap();
+        let index = Index::open_with_cache(&path, 1 << 20).unwrap();
         assert_eq!(index.url("http://a/1.jpg").unwrap().unwrap().sha256, "aa");
         assert_eq!(index.object("aa").unwrap().unwrap().extension, "jpg");
         assert_eq!(index.url_count().unwrap(), 2);
         assert!(index.remove_url("http://a/1.jpg").unwrap());
         assert_eq!(index.url("http://a/1.jpg").unwrap(), None);
         assert!(index.object("aa").unwrap().is_some());
+    }
+
+    #[test]
+    fn pins_and_purges_are_not_lost_to_concurrent_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open_with_cache(&dir.path().join("index.redb"), 1 << 20).unwrap();
+        let url = "http://a/1.jpg";
+        index
+            .commit_url(&object("aa"), &entry(url, "aa"), false)
+            .unwrap();
+        // A pin lands while a revalidation holds an older copy of the record.
+        let stale = index.url(url).unwrap().unwrap();
+        index
+            .update_url(url, |e| {
+                e.pinned_by.push("post-a".into());
+                true
+            })
+            .unwrap();
+        let written = index.commit_url(
+            &object("bb"),
+            &UrlEntry {
+                sha256: "bb".into(),
+                ..stale
+            },
+            true,
+        );
+        assert_eq!(written.unwrap().unwrap().pinned_by, ["post-a"]);
+        // A purge lands while a revalidation runs: its write-back must not resurrect the URL.
+        assert!(index.remove_url(url).unwrap());
+        let written = index
+            .commit_url(&object("bb"), &entry(url, "bb"), true)
+            .unwrap();
+        assert_eq!(written, None);
+        assert_eq!(index.url(url).unwrap(), None);
+        assert_eq!(index.update_url(url, |_| true).unwrap(), None);
     }
 }

@@ -15,9 +15,11 @@
 //! Ordering invariant: an object's file is committed before the index names it.
 //! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
 
+mod budget;
 pub mod disk;
 pub mod index;
 mod pin;
+mod purge;
 mod revalidate;
 
 use std::collections::HashSet;
@@ -33,8 +35,10 @@ use url::Url;
 use crate::config::Config;
 pub use crate::hash::ContentHash;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
+pub use budget::{Budget, UsageReport};
 pub use disk::{Disk, Kind};
-pub use index::{Index, ObjectMeta, UrlEntry};
+pub use index::{Index, ObjectMeta, UrlEntry, VariantMeta};
+pub use purge::PurgeReport;
 
 /// Blocking store operations (disk, fsync, redb, hashing) in flight at once.
 const BLOCKING_SLOTS: usize = 32;
@@ -44,6 +48,18 @@ const BLOCKING_SLOTS: usize = 32;
 pub struct Blob {
     pub bytes: Bytes,
     pub meta: Arc<ObjectMeta>,
+    /// Unix second of the last use noted for the disk budget's recency (shared by clones).
+    used: Arc<AtomicU64>,
+}
+
+impl Blob {
+    pub fn new(bytes: Bytes, meta: ObjectMeta) -> Blob {
+        Blob {
+            bytes,
+            meta: Arc::new(meta),
+            used: Arc::new(AtomicU64::new(0)),
+        }
+    }
 }
 
 /// Where a response's bytes came from, for logs and the `X-Imgmirror-Source` header.
@@ -117,6 +133,9 @@ pub enum StoreError {
     UnexpectedNotModified(String),
     #[error("timed out waiting for another request's fetch of {0}")]
     WaitTimeout(String),
+    /// Originals alone fill `cache.max_disk_bytes` and `cache.refuse_when_full` is set.
+    #[error("the mirror's disk budget is full; not mirroring {0}")]
+    Full(String),
     /// Internal signal: the index names an object whose file is gone.
     #[error("object {0} is missing")]
     Missing(String),
@@ -145,15 +164,25 @@ pub struct Store {
     fresh: Duration,
     wait_timeout: Duration,
     stats: Stats,
+    budget: Budget,
+    usage: Arc<budget::Usage>,
+    touches: Mutex<budget::Touches>,
+    evicting: tokio::sync::Mutex<()>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the data directory: clears stray temp files, opens the
-    /// index, builds the upstream client.
+    /// Opens (creating if needed) the data directory: opens the index (which takes the
+    /// directory's lock), then clears stray temp files, builds the upstream client. The
+    /// order matters: a second process started on a live directory must fail on the lock
+    /// before it can delete the running server's temp files.
     pub fn open(config: &Config) -> Result<Store, StoreError> {
         let dir = &config.cache.dir;
+        std::fs::create_dir_all(dir).map_err(|e| file_error("create", dir, e))?;
+        let cache_bytes = usize::try_from(config.cache.index_cache_bytes).unwrap_or(usize::MAX);
+        let index = Index::open_with_cache(&dir.join("index.redb"), cache_bytes)
+            .map_err(index_error("open"))?;
         let disk = Disk::open(dir).map_err(|e| file_error("open the data directory", dir, e))?;
-        let index = Index::open(&dir.join("index.redb")).map_err(index_error("open"))?;
+        let usage = budget::Usage::measure(&index)?;
         let fetcher =
             Fetcher::new(&config.upstream).map_err(|e| StoreError::Client(Arc::new(e)))?;
         let memory = Cache::builder()
@@ -182,6 +211,10 @@ impl Store {
             fresh: Duration::from_secs(config.cache.fresh_secs),
             wait_timeout: Duration::from_secs(config.upstream.timeout_secs + 15),
             stats: Stats::default(),
+            budget: Budget::from_config(&config.cache),
+            usage: Arc::new(usage),
+            touches: budget::touches(),
+            evicting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -191,35 +224,57 @@ impl Store {
 
     /// The mirrored original for an upstream URL, fetching it on first use.
     pub async fn get_by_url(self: &Arc<Self>, url: &Url) -> Result<Served, StoreError> {
-        // A second round only when the index pointed at a file that is gone.
-        for _ in 0..2 {
-            let fetched_here = AtomicBool::new(false);
-            let entry = self.entry(url, &fetched_here).await?;
-            let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
-                url: url.to_string(),
-                sha256: entry.sha256.clone(),
-            })?;
-            match self.object(&hash).await {
-                Ok((blob, source)) => {
-                    let fetched = fetched_here.load(Ordering::Relaxed);
-                    if !fetched {
-                        self.maybe_revalidate(url, &entry);
-                    }
-                    let source = if fetched { Source::Upstream } else { source };
-                    return Ok(Served {
-                        blob,
-                        source,
-                        entry: Some(entry),
-                    });
+        let fetched_here = AtomicBool::new(false);
+        let entry = self.entry(url, &fetched_here).await?;
+        let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
+            url: url.to_string(),
+            sha256: entry.sha256.clone(),
+        })?;
+        match self.object(&hash).await {
+            Ok((blob, source)) => {
+                let fetched = fetched_here.load(Ordering::Relaxed);
+                if !fetched {
+                    self.maybe_revalidate(url, &entry);
                 }
-                Err(StoreError::Missing(_)) => {
-                    tracing::warn!(%url, sha256 = %hash, "mirrored object is missing on disk; fetching again");
-                    self.forget(url).await?;
-                }
-                Err(e) => return Err(e),
+                let source = if fetched { Source::Upstream } else { source };
+                Ok(Served {
+                    blob,
+                    source,
+                    entry: Some(entry),
+                })
             }
+            Err(StoreError::Missing(_)) => self.refetch_missing(url, &entry).await,
+            Err(e) => Err(e),
         }
-        Err(StoreError::Missing(url.to_string()))
+    }
+
+    /// The index names an object whose file is gone (evicted, deleted, or damaged and
+    /// quarantined): fetch it again. The URL's record and pins stay as they are until that
+    /// succeeds, so a failed fetch loses nothing and a later one can still restore it.
+    async fn refetch_missing(&self, url: &Url, entry: &UrlEntry) -> Result<Served, StoreError> {
+        tracing::warn!(%url, sha256 = %entry.sha256, "mirrored object is missing; fetching it again");
+        self.urls.invalidate(&url.to_string()).await;
+        self.stats.upstream_fetches.fetch_add(1, Ordering::Relaxed);
+        let image = match self.fetcher.fetch(url, None).await? {
+            Fetched::Image(image) => image,
+            Fetched::NotModified(_) => {
+                return Err(StoreError::UnexpectedNotModified(url.to_string()));
+            }
+        };
+        let entry = self
+            .commit(url, image, Some(entry))
+            .await?
+            .ok_or_else(|| StoreError::Missing(url.to_string()))?;
+        let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
+            url: url.to_string(),
+            sha256: entry.sha256.clone(),
+        })?;
+        let (blob, _) = self.object(&hash).await?;
+        Ok(Served {
+            blob,
+            source: Source::Upstream,
+            entry: Some(Arc::new(entry)),
+        })
     }
 
     /// A mirrored original by its content hash (the `/m/<sha256>` permalink).
@@ -240,6 +295,7 @@ impl Store {
     pub async fn get_variant<F, Fut, E>(
         &self,
         name: &ContentHash,
+        original: &str,
         render: F,
     ) -> Result<(Blob, Source), Arc<E>>
     where
@@ -249,6 +305,7 @@ impl Store {
     {
         let key = format!("v:{name}");
         if let Some(blob) = self.memory.get(&key).await {
+            self.note_use(Kind::Variant, &blob);
             return Ok((blob, Source::Memory));
         }
         let source = Mutex::new(Source::Disk);
@@ -265,10 +322,7 @@ impl Store {
                             return Ok(None);
                         };
                         let meta = rebuild_meta(&hash, &bytes)?;
-                        Ok::<_, StoreError>(Some(Blob {
-                            bytes: Bytes::from(bytes),
-                            meta: Arc::new(meta),
-                        }))
+                        Ok::<_, StoreError>(Some(Blob::new(Bytes::from(bytes), meta)))
                     })
                     .await
                     .map_err(E::from)?;
@@ -277,13 +331,32 @@ impl Store {
                 }
                 let rendered = render().await?;
                 self.stats.renders.fetch_add(1, Ordering::Relaxed);
-                let (disk, hash, bytes) = (self.disk.clone(), *name, rendered.bytes.clone());
-                self.blocking(move || {
-                    disk.write(Kind::Variant, &hash, &bytes)
-                        .map_err(|e| file_error("write", &disk.path(Kind::Variant, &hash), e))
-                })
-                .await
-                .map_err(E::from)?;
+                let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *name);
+                let bytes = rendered.bytes.clone();
+                let record = VariantMeta {
+                    name: name.to_hex(),
+                    original: original.to_owned(),
+                    // The file carries a 32-byte checksum trailer.
+                    bytes: bytes.len() as u64 + 32,
+                    created: unix_now(),
+                    last_used: unix_now(),
+                };
+                let size = record.bytes;
+                let wrote = self
+                    .blocking(move || {
+                        let wrote = disk.write(Kind::Variant, &hash, &bytes).map_err(|e| {
+                            file_error("write", &disk.path(Kind::Variant, &hash), e)
+                        })?;
+                        if wrote {
+                            index
+                                .put_variant(&record)
+                                .map_err(index_error("record a variant"))?;
+                        }
+                        Ok::<_, StoreError>(wrote)
+                    })
+                    .await
+                    .map_err(E::from)?;
+                self.after_write(Kind::Variant, size, wrote).await;
                 if let Ok(mut s) = source.lock() {
                     *s = Source::Render;
                 }
@@ -291,6 +364,7 @@ impl Store {
             })
             .await?;
         let source = source.into_inner().unwrap_or(Source::Disk);
+        self.note_use(Kind::Variant, &blob);
         Ok((blob, source))
     }
 
@@ -347,6 +421,9 @@ impl Store {
 
     /// First fetch of a URL: fetch, verify, hash, commit the file, then the index.
     async fn mirror(&self, url: &Url) -> Result<UrlEntry, StoreError> {
+        if self.refuses_new_originals() {
+            return Err(StoreError::Full(url.to_string()));
+        }
         self.stats.upstream_fetches.fetch_add(1, Ordering::Relaxed);
         let image = match self.fetcher.fetch(url, None).await? {
             Fetched::Image(image) => image,
@@ -355,19 +432,23 @@ impl Store {
                 return Err(StoreError::UnexpectedNotModified(url.to_string()));
             }
         };
-        let entry = self.commit(url, image, None).await?;
+        let entry = self
+            .commit(url, image, None)
+            .await?
+            .ok_or_else(|| StoreError::Missing(url.to_string()))?;
         tracing::info!(%url, sha256 = %entry.sha256, bytes = entry.bytes, "mirrored");
         Ok(entry)
     }
 
-    /// Stores a fetched image and points `url` at it; `previous` carries over the
-    /// URL's history (first fetch time, pins) when the upstream image changed.
+    /// Stores a fetched image and points `url` at it; `previous` carries over the URL's
+    /// history (first fetch time, pins) when the upstream image changed or the object was
+    /// fetched again. With a `previous`, a URL purged meanwhile is not written back: `None`.
     async fn commit(
         &self,
         url: &Url,
         image: Image,
         previous: Option<&UrlEntry>,
-    ) -> Result<UrlEntry, StoreError> {
+    ) -> Result<Option<UrlEntry>, StoreError> {
         let (disk, index) = (self.disk.clone(), self.index.clone());
         let bytes = image.bytes.clone();
         let now = unix_now();
@@ -386,10 +467,12 @@ impl Store {
             pinned_by: previous.map(|p| p.pinned_by.clone()).unwrap_or_default(),
         };
         let info = image.info;
-        let (entry, meta) = self
+        let only_if_present = previous.is_some();
+        let (entry, meta, wrote) = self
             .blocking(move || {
                 let hash = ContentHash::of(&bytes);
-                disk.write(Kind::Object, &hash, &bytes)
+                let wrote = disk
+                    .write(Kind::Object, &hash, &bytes)
                     .map_err(|e| file_error("write", &disk.path(Kind::Object, &hash), e))?;
                 let meta = match index
                     .object(&hash.to_hex())
@@ -399,30 +482,29 @@ impl Store {
                     None => object_meta(&hash, &info, bytes.len(), now),
                 };
                 entry.sha256 = hash.to_hex();
-                // Pins made while this fetch was running must survive it.
-                if let Some(current) = index.url(&entry.url).map_err(index_error("read a URL"))? {
-                    entry.pinned_by = current.pinned_by;
-                }
-                index
-                    .put(&meta, &entry)
+                // One transaction: pins made while this fetch ran are merged in.
+                let entry = index
+                    .commit_url(&meta, &entry, only_if_present)
                     .map_err(index_error("record an object"))?;
-                Ok::<_, StoreError>((entry, meta))
+                Ok::<_, StoreError>((entry, meta, wrote))
             })
             .await?;
-        let blob = Blob {
-            bytes: image.bytes,
-            meta: Arc::new(meta),
+        self.after_write(Kind::Object, meta.bytes, wrote).await;
+        let Some(entry) = entry else {
+            return Ok(None);
         };
+        let blob = Blob::new(image.bytes, meta);
         self.memory
             .insert(format!("o:{}", entry.sha256), blob)
             .await;
-        Ok(entry)
+        Ok(Some(entry))
     }
 
     /// An object's bytes from memory, else from disk (then kept in memory).
     async fn object(&self, hash: &ContentHash) -> Result<(Blob, Source), StoreError> {
         let key = format!("o:{hash}");
         if let Some(blob) = self.memory.get(&key).await {
+            self.note_use(Kind::Object, &blob);
             return Ok((blob, Source::Memory));
         }
         let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *hash);
@@ -441,15 +523,13 @@ impl Store {
                         Some(meta) => meta,
                         None => rebuild_meta(&hash, &bytes)?,
                     };
-                    Ok(Blob {
-                        bytes: Bytes::from(bytes),
-                        meta: Arc::new(meta),
-                    })
+                    Ok(Blob::new(Bytes::from(bytes), meta))
                 })
                 .await
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())?;
+        self.note_use(Kind::Object, &blob);
         Ok((blob, Source::Disk))
     }
 }
@@ -472,6 +552,7 @@ fn object_meta(hash: &ContentHash, info: &ImageInfo, len: usize, created: u64) -
         width: info.width,
         height: info.height,
         created,
+        last_used: created,
     }
 }
 

@@ -18,20 +18,20 @@ impl Store {
     pub async fn pin(&self, url: &Url, article: &str) -> Result<Option<Arc<UrlEntry>>, StoreError> {
         let key = url.to_string();
         let (index, k, article_id) = (self.index.clone(), key.clone(), article.to_owned());
-        // Read-modify-write of one record; redb serialises write transactions, and two
-        // pins of one URL racing at worst both add the same id, which `contains` absorbs
-        // on the next run.
+        // Read-modify-write of one record in one write transaction (redb serialises them),
+        // so two articles pinning one URL at once both keep their pin.
         let updated = self
             .blocking(move || {
-                let Some(mut entry) = index.url(&k).map_err(index_error("read a URL"))? else {
-                    return Ok::<_, StoreError>(None);
-                };
-                if !entry.pinned_by.contains(&article_id) {
-                    entry.pinned_by.push(article_id);
-                    entry.pinned_by.sort();
-                    index.put_url(&entry).map_err(index_error("record a pin"))?;
-                }
-                Ok(Some(entry))
+                index
+                    .update_url(&k, |entry| {
+                        if entry.pinned_by.contains(&article_id) {
+                            return false;
+                        }
+                        entry.pinned_by.push(article_id);
+                        entry.pinned_by.sort();
+                        true
+                    })
+                    .map_err(index_error("record a pin"))
             })
             .await?;
         let Some(entry) = updated else {

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use url::Url;
 
 use super::{Store, StoreError, UrlEntry, index_error, unix_now};
+use crate::error::Chain;
 use crate::hash::ContentHash;
 use crate::upstream::{Fetched, UpstreamError, Validators};
 
@@ -65,9 +66,12 @@ impl Store {
                     entry.validators = image.validators;
                 } else {
                     match self.commit(url, image, Some(old)).await {
-                        Ok(moved) => {
+                        Ok(Some(moved)) => {
                             tracing::info!(%url, from = %old.sha256, to = %moved.sha256, "upstream image changed; the URL now points at the new object");
                             self.urls.insert(url.to_string(), Arc::new(moved)).await;
+                        }
+                        Ok(None) => {
+                            tracing::info!(%url, "purged during revalidation; not recorded");
                         }
                         Err(e) => {
                             tracing::error!(%url, error = %e, "could not store the changed upstream image; still serving the mirrored copy");
@@ -88,18 +92,29 @@ impl Store {
         let index = self.index.clone();
         let recorded = self
             .blocking(move || {
-                // A pin added while the upstream was being asked must not be lost by
-                // writing back the older record.
-                if let Some(current) = index.url(&entry.url).map_err(index_error("read a URL"))? {
-                    entry.pinned_by = current.pinned_by;
-                }
-                index.put_url(&entry).map_err(index_error("record a URL"))?;
-                Ok::<_, StoreError>(entry)
+                // Only the revalidation's own fields are written, onto the record as it is
+                // now: a pin added meanwhile stays, and a URL purged meanwhile (or moved to
+                // another object) is left as it is rather than resurrected.
+                index
+                    .update_url(&entry.url.clone(), |current| {
+                        if current.sha256 != entry.sha256 {
+                            return false;
+                        }
+                        current.last_checked = entry.last_checked;
+                        current.last_verified = entry.last_verified;
+                        current.last_upstream_status = entry.last_upstream_status;
+                        current.validators = entry.validators;
+                        true
+                    })
+                    .map_err(index_error("record a revalidation"))
             })
             .await;
         match recorded {
-            Ok(entry) => self.urls.insert(url.to_string(), Arc::new(entry)).await,
-            Err(e) => tracing::error!(%url, error = %e, "could not record the revalidation"),
+            Ok(Some(entry)) => self.urls.insert(url.to_string(), Arc::new(entry)).await,
+            Ok(None) => tracing::info!(%url, "purged during revalidation; not recorded"),
+            Err(e) => {
+                tracing::error!(%url, error = %Chain(&e), "could not record the revalidation")
+            }
         }
     }
 }

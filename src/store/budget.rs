@@ -1,0 +1,423 @@
+//! The disk budget: how many bytes of originals and variants are on disk, when each was
+//! last used, and eviction when the store grows past `cache.max_disk_bytes` or
+//! `cache.max_variant_bytes`.
+//!
+//! Usage is counted in memory (measured from the index at start-up, then kept up to date
+//! by every write and removal). Last-use times are noted per served blob at most once a
+//! second and written to the index in batches ([`Store::flush_recency`]), never as file
+//! atimes. Eviction runs on the blocking pool under one lock, right after a write that
+//! crossed the budget (so the store stays within it plus the file being written) and on a
+//! timer: variants first, least recently used first; then, only with
+//! `cache.evict_originals`, unpinned originals. A file being served is never affected:
+//! reads take whole files into memory, and unlinking does not disturb an open reader.
+//!
+//! An extra `impl Store` block; the request path only calls `note_use`, `added` and
+//! `after_write`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::index::{Index, ObjectMeta, Table, VariantMeta};
+use super::{Blob, Disk, Kind, Store, StoreError, index_error, unix_now};
+use crate::config::CacheConfig;
+use crate::hash::ContentHash;
+
+/// How often recency is flushed and the budget re-checked in the background.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Pending last-use notes kept before new ones are dropped (recency is best effort).
+const MAX_PENDING_TOUCHES: usize = 100_000;
+
+/// The limits, from `[cache]`.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// 0 = no limit.
+    pub max_disk_bytes: u64,
+    pub max_variant_bytes: u64,
+    pub evict_originals: bool,
+    pub refuse_when_full: bool,
+}
+
+impl Budget {
+    pub fn from_config(config: &CacheConfig) -> Budget {
+        Budget {
+            max_disk_bytes: config.max_disk_bytes,
+            max_variant_bytes: config.max_variant_bytes,
+            evict_originals: config.evict_originals,
+            refuse_when_full: config.refuse_when_full,
+        }
+    }
+}
+
+/// Bytes and counts on disk, by kind, kept current by every write and removal.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub object_bytes: AtomicU64,
+    pub objects: AtomicU64,
+    pub variant_bytes: AtomicU64,
+    pub variants: AtomicU64,
+    pub evicted_objects: AtomicU64,
+    pub evicted_variants: AtomicU64,
+    /// Originals alone exceed `max_disk_bytes` (eviction could not help).
+    pub full: AtomicBool,
+}
+
+/// A point-in-time copy of [`Usage`] and the limits, for stats and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    pub object_bytes: u64,
+    pub objects: u64,
+    pub variant_bytes: u64,
+    pub variants: u64,
+    pub evicted_objects: u64,
+    pub evicted_variants: u64,
+    pub max_disk_bytes: u64,
+    pub max_variant_bytes: u64,
+    pub full: bool,
+}
+
+/// Last-use notes waiting to be written to the index.
+#[derive(Debug, Default)]
+pub(super) struct Touches {
+    objects: HashMap<String, u64>,
+    variants: HashMap<String, u64>,
+}
+
+impl Usage {
+    /// Measures what the index records.
+    pub(super) fn measure(index: &Index) -> Result<Usage, StoreError> {
+        let usage = Usage::default();
+        let snapshot = index.snapshot().map_err(index_error("read a snapshot"))?;
+        snapshot
+            .objects(|o| usage.add(Kind::Object, o.bytes))
+            .map_err(index_error("measure the objects"))?;
+        snapshot
+            .variants(|v| usage.add(Kind::Variant, v.bytes))
+            .map_err(index_error("measure the variants"))?;
+        Ok(usage)
+    }
+
+    pub(super) fn add(&self, kind: Kind, bytes: u64) {
+        let (count, total) = self.counters(kind);
+        count.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn sub(&self, kind: Kind, bytes: u64) {
+        let (count, total) = self.counters(kind);
+        let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        });
+        let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(bytes))
+        });
+    }
+
+    fn counters(&self, kind: Kind) -> (&AtomicU64, &AtomicU64) {
+        match kind {
+            Kind::Object => (&self.objects, &self.object_bytes),
+            Kind::Variant => (&self.variants, &self.variant_bytes),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.object_bytes.load(Ordering::Relaxed) + self.variant_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Store {
+    /// Usage and limits now.
+    pub fn usage(&self) -> UsageReport {
+        let u = &self.usage;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        UsageReport {
+            object_bytes: load(&u.object_bytes),
+            objects: load(&u.objects),
+            variant_bytes: load(&u.variant_bytes),
+            variants: load(&u.variants),
+            evicted_objects: load(&u.evicted_objects),
+            evicted_variants: load(&u.evicted_variants),
+            max_disk_bytes: self.budget.max_disk_bytes,
+            max_variant_bytes: self.budget.max_variant_bytes,
+            full: u.full.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether new originals are refused (507) because originals alone fill the budget.
+    pub(super) fn refuses_new_originals(&self) -> bool {
+        self.budget.refuse_when_full && self.usage.full.load(Ordering::Relaxed)
+    }
+
+    /// Notes that `blob` was just used. Costs an atomic swap; the note itself is taken at
+    /// most once a second per blob.
+    pub(super) fn note_use(&self, kind: Kind, blob: &Blob) {
+        let now = unix_now();
+        if blob.used.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
+        let Ok(mut touches) = self.touches.lock() else {
+            return;
+        };
+        let map = match kind {
+            Kind::Object => &mut touches.objects,
+            Kind::Variant => &mut touches.variants,
+        };
+        if map.len() < MAX_PENDING_TOUCHES || map.contains_key(&blob.meta.sha256) {
+            map.insert(blob.meta.sha256.clone(), now);
+        }
+    }
+
+    /// Accounts for a file just written (`wrote`: it was new), then evicts if that crossed
+    /// the budget.
+    pub(super) async fn after_write(&self, kind: Kind, bytes: u64, wrote: bool) {
+        if wrote {
+            self.usage.add(kind, bytes);
+        }
+        if self.over_budget() {
+            self.enforce_budget().await;
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        let b = &self.budget;
+        self.usage.variant_bytes.load(Ordering::Relaxed) > b.max_variant_bytes
+            || (b.max_disk_bytes > 0 && self.usage.total() > b.max_disk_bytes)
+    }
+
+    /// Starts the background task that flushes recency and re-checks the budget. It holds
+    /// only a weak reference, so it ends when the store is dropped. Outside a runtime (an
+    /// offline command) there is nothing to start.
+    pub fn start_maintenance(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                if let Err(e) = store.flush_recency().await {
+                    tracing::warn!(error = %crate::error::Chain(&e), "could not record last-use times");
+                }
+                if store.over_budget() {
+                    store.enforce_budget().await;
+                }
+            }
+        });
+    }
+
+    /// Writes the pending last-use notes to the index in one transaction.
+    pub async fn flush_recency(&self) -> Result<(), StoreError> {
+        let pending = match self.touches.lock() {
+            Ok(mut touches) => std::mem::take(&mut *touches),
+            Err(_) => return Ok(()),
+        };
+        if pending.objects.is_empty() && pending.variants.is_empty() {
+            return Ok(());
+        }
+        let index = self.index.clone();
+        self.blocking(move || {
+            let objects: Vec<_> = pending.objects.into_iter().collect();
+            let variants: Vec<_> = pending.variants.into_iter().collect();
+            index
+                .touch(&objects, &variants)
+                .map_err(index_error("record last-use times"))
+        })
+        .await
+    }
+
+    /// Evicts until the store is within its budget (or nothing evictable is left). One
+    /// eviction at a time; callers that queue behind it find the work done.
+    pub async fn enforce_budget(&self) {
+        let _one = self.evicting.lock().await;
+        if !self.over_budget() {
+            return;
+        }
+        if let Err(e) = self.flush_recency().await {
+            tracing::warn!(error = %crate::error::Chain(&e), "could not record last-use times before evicting");
+        }
+        let (disk, index, budget) = (self.disk.clone(), self.index.clone(), self.budget.clone());
+        let usage = self.usage_handle();
+        let evicted = self
+            .blocking(move || evict(&disk, &index, &budget, &usage))
+            .await;
+        match evicted {
+            Ok(evicted) => {
+                for key in evicted.memory_keys {
+                    self.memory.invalidate(&key).await;
+                }
+                for url in evicted.urls {
+                    self.urls.invalidate(&url).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %crate::error::Chain(&e), "eviction failed"),
+        }
+    }
+
+    fn usage_handle(&self) -> Arc<Usage> {
+        self.usage.clone()
+    }
+}
+
+/// What an eviction pass removed that the caches in front may still hold.
+#[derive(Default)]
+struct Evicted {
+    memory_keys: Vec<String>,
+    urls: Vec<String>,
+}
+
+/// Variants first, least recently used first; then unpinned originals if allowed.
+fn evict(
+    disk: &Disk,
+    index: &Index,
+    budget: &Budget,
+    usage: &Usage,
+) -> Result<Evicted, StoreError> {
+    let mut evicted = Evicted::default();
+    let over_disk = |u: &Usage| budget.max_disk_bytes > 0 && u.total() > budget.max_disk_bytes;
+    let over = |u: &Usage| {
+        u.variant_bytes.load(Ordering::Relaxed) > budget.max_variant_bytes || over_disk(u)
+    };
+    if over(usage) {
+        let snapshot = index.snapshot().map_err(index_error("read a snapshot"))?;
+        let mut variants: Vec<VariantMeta> = Vec::new();
+        snapshot
+            .variants(|v| variants.push(v))
+            .map_err(index_error("list the variants"))?;
+        variants.sort_by_key(|v| (v.last_used.max(v.created), v.name.clone()));
+        let mut names = Vec::new();
+        for variant in variants {
+            if !over(usage) {
+                break;
+            }
+            if let Some(hash) = ContentHash::parse(&variant.name) {
+                remove_file(disk, Kind::Variant, &hash)?;
+            }
+            usage.sub(Kind::Variant, variant.bytes);
+            usage.evicted_variants.fetch_add(1, Ordering::Relaxed);
+            evicted.memory_keys.push(format!("v:{}", variant.name));
+            names.push(variant.name);
+        }
+        index
+            .remove(Table::Variants, &names)
+            .map_err(index_error("remove evicted variants"))?;
+        if !names.is_empty() {
+            tracing::info!(
+                variants = names.len(),
+                "evicted variants to stay within the disk budget"
+            );
+        }
+    }
+    if over_disk(usage) && budget.evict_originals {
+        evict_originals(disk, index, budget, usage, &mut evicted)?;
+    }
+    let full = over_disk(usage);
+    if full && !usage.full.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            object_bytes = usage.object_bytes.load(Ordering::Relaxed),
+            max_disk_bytes = budget.max_disk_bytes,
+            "originals alone exceed cache.max_disk_bytes; still serving{}",
+            if budget.refuse_when_full {
+                ", refusing new originals (507)"
+            } else {
+                ""
+            }
+        );
+    } else if !full {
+        usage.full.store(false, Ordering::Relaxed);
+    }
+    Ok(evicted)
+}
+
+/// Unpinned originals, least recently used first, with the URLs that point at them and
+/// their variants.
+fn evict_originals(
+    disk: &Disk,
+    index: &Index,
+    budget: &Budget,
+    usage: &Usage,
+    evicted: &mut Evicted,
+) -> Result<(), StoreError> {
+    let snapshot = index.snapshot().map_err(index_error("read a snapshot"))?;
+    let mut pinned = HashSet::new();
+    let mut urls_of: HashMap<String, Vec<String>> = HashMap::new();
+    snapshot
+        .urls(|u| {
+            if !u.pinned_by.is_empty() {
+                pinned.insert(u.sha256.clone());
+            }
+            urls_of.entry(u.sha256).or_default().push(u.url);
+        })
+        .map_err(index_error("list the URLs"))?;
+    let mut objects: Vec<ObjectMeta> = Vec::new();
+    snapshot
+        .objects(|o| {
+            if !pinned.contains(&o.sha256) {
+                objects.push(o);
+            }
+        })
+        .map_err(index_error("list the objects"))?;
+    objects.sort_by_key(|o| (o.last_used.max(o.created), o.sha256.clone()));
+    let mut gone = HashSet::new();
+    for object in objects {
+        if usage.total() <= budget.max_disk_bytes {
+            break;
+        }
+        let Some(hash) = ContentHash::parse(&object.sha256) else {
+            continue;
+        };
+        remove_file(disk, Kind::Object, &hash)?;
+        usage.sub(Kind::Object, object.bytes);
+        usage.evicted_objects.fetch_add(1, Ordering::Relaxed);
+        let urls = urls_of.remove(&object.sha256).unwrap_or_default();
+        index
+            .remove(Table::Urls, &urls)
+            .map_err(index_error("remove the URLs of an evicted original"))?;
+        index
+            .remove(Table::Objects, std::slice::from_ref(&object.sha256))
+            .map_err(index_error("remove an evicted original"))?;
+        tracing::info!(sha256 = %object.sha256, bytes = object.bytes, urls = urls.len(), "evicted an original to stay within the disk budget");
+        evicted.memory_keys.push(format!("o:{}", object.sha256));
+        evicted.urls.extend(urls);
+        gone.insert(object.sha256);
+    }
+    if gone.is_empty() {
+        return Ok(());
+    }
+    // Variants of evicted originals can never be asked for again under their names.
+    let mut orphans = Vec::new();
+    snapshot
+        .variants(|v| {
+            if gone.contains(&v.original) {
+                orphans.push(v);
+            }
+        })
+        .map_err(index_error("list the variants"))?;
+    let names: Vec<String> = orphans.iter().map(|v| v.name.clone()).collect();
+    for variant in &orphans {
+        if let Some(hash) = ContentHash::parse(&variant.name) {
+            remove_file(disk, Kind::Variant, &hash)?;
+        }
+        usage.sub(Kind::Variant, variant.bytes);
+        evicted.memory_keys.push(format!("v:{}", variant.name));
+    }
+    index
+        .remove(Table::Variants, &names)
+        .map_err(index_error("remove variants of evicted originals"))?;
+    Ok(())
+}
+
+fn remove_file(disk: &Disk, kind: Kind, hash: &ContentHash) -> Result<(), StoreError> {
+    disk.remove(kind, hash)
+        .map_err(|e| super::file_error("remove", &disk.path(kind, hash), e))
+}
+
+/// The pending-notes type, for the store's constructor.
+pub(super) fn touches() -> Mutex<Touches> {
+    Mutex::new(Touches::default())
+}

@@ -16,6 +16,9 @@ use imgmirror::article::{Mode, Settings, Target};
 use imgmirror::config::{Config, DEFAULT_CONFIG_PATH};
 use imgmirror::mirror::Mirror;
 
+mod store_commands;
+use store_commands as ops;
+
 #[derive(Parser)]
 #[command(name = "imgmirror", version, about = "Image mirror and media proxy")]
 struct Cli {
@@ -83,6 +86,73 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Remove a URL, an original (with its variants and URLs) or an article's images from
+    /// the store (offline: stop the server, or use DELETE /purge on it)
+    Purge {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        target: PurgeTarget,
+    },
+    /// Re-hash every object and variant and check the index against the files; exit 0
+    /// when clean, 1 when problems were found (and, with --repair, fixed), 2 on errors
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Quarantine damaged files, rebuild missing records, drop dangling ones, remove
+        /// temp files
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts and bytes by kind, URLs, the largest upstream hosts, the disk budget
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the mirror as a portable tar archive (through --server while it runs)
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The archive to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Include the rendered variants (else they are re-rendered on demand)
+        #[arg(long)]
+        with_variants: bool,
+    },
+    /// Load an archive written by `export` into the store, verifying every hash
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The archive to read
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// What `imgmirror purge` removes: exactly one.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct PurgeTarget {
+    /// An upstream URL's record (the object stays for other URLs)
+    #[arg(long)]
+    url: Option<String>,
+    /// An original, all its variants and every URL that points at it
+    #[arg(long)]
+    sha256: Option<String>,
+    /// An article's pins, and the images no other article pins
+    #[arg(long)]
+    article: Option<String>,
 }
 
 /// Flags of the commands that can prefetch through a running server.
@@ -176,7 +246,56 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(exit_code(failed || report.any_failed()))
         }
+        Command::Purge { store, target } => {
+            let config = load_config(&store)?;
+            runtime.block_on(ops::purge(
+                &config,
+                target.url,
+                target.sha256,
+                target.article,
+            ))
+        }
+        Command::Verify {
+            store,
+            repair,
+            json,
+        } => ops::verify(&load_config(&store)?, repair, json),
+        Command::Stats {
+            store,
+            remote,
+            json,
+        } => {
+            let config = load_config(&store)?;
+            let server = remote_of(&config, &remote)?;
+            runtime.block_on(ops::stats(&config, server, json))
+        }
+        Command::Export {
+            store,
+            remote,
+            out,
+            with_variants,
+        } => {
+            let config = load_config(&store)?;
+            let server = remote_of(&config, &remote)?;
+            runtime.block_on(ops::export(&config, server, &out, with_variants))
+        }
+        Command::Import { store, file } => ops::import(&load_config(&store)?, &file),
     }
+}
+
+/// `--server` with its token (`--token` or `admin.token`), when given.
+fn remote_of(config: &Config, remote: &RemoteArgs) -> anyhow::Result<Option<(String, String)>> {
+    let Some(server) = &remote.server else {
+        return Ok(None);
+    };
+    let token = remote
+        .token
+        .clone()
+        .unwrap_or_else(|| config.admin.token.clone());
+    if token.is_empty() {
+        anyhow::bail!("--server needs the admin token: pass --token or set admin.token");
+    }
+    Ok(Some((server.trim_end_matches('/').to_owned(), token)))
 }
 
 fn exit_code(failed: bool) -> ExitCode {

@@ -21,6 +21,8 @@ use url::Url;
 
 use crate::config::Config;
 use crate::hash::ContentHash;
+use crate::store::archive::ArchiveReport;
+use crate::store::inventory::Inventory;
 use crate::store::{
     Blob, PurgeReport, Served, Source, Stats, Store, StoreError, UrlEntry, UsageReport,
 };
@@ -195,6 +197,25 @@ impl Mirror {
     /// Bytes and counts on disk, and the budget.
     pub fn usage(&self) -> UsageReport {
         self.store.usage()
+    }
+
+    /// What the store holds, counted from one consistent snapshot (off the runtime).
+    pub async fn inventory(&self, top_hosts: usize) -> Result<Inventory, MirrorError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.inventory(top_hosts))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(MirrorError::from)
+    }
+
+    /// Writes a consistent export of the mirror to `out` while it keeps serving. Blocks:
+    /// run it on a blocking thread.
+    pub fn export_blocking(
+        &self,
+        out: impl std::io::Write,
+        with_variants: bool,
+    ) -> Result<ArchiveReport, MirrorError> {
+        Ok(self.store.export_to(out, with_variants)?)
     }
 
     /// Forgets a remembered failure of `url`, so the next [`Mirror::original`] asks the

@@ -72,6 +72,94 @@ pub async fn purge(
     ))
 }
 
+/// `GET /stats`: the store's inventory (one index snapshot) and the live budget counters
+/// (usage, evictions) as JSON.
+pub async fn stats(state: &State, headers: &HeaderMap) -> Result<Response<Body>, Error> {
+    authorize(headers, &state.config.admin.token)?;
+    let inventory = state.mirror.inventory(10).await?;
+    let body = serde_json::json!({ "inventory": inventory, "usage": state.mirror.usage() });
+    Ok(response::text(
+        StatusCode::OK,
+        format!("{body}\n"),
+        "application/json",
+    ))
+}
+
+/// `GET /export[?variants=1]`: streams a consistent export (one index snapshot) as a tar
+/// while the server keeps serving. It is written on a blocking thread into a bounded
+/// channel, so a slow reader slows the export instead of buffering it in memory.
+pub fn export(
+    state: &Arc<State>,
+    headers: &HeaderMap,
+    variants: bool,
+) -> Result<Response<Body>, Error> {
+    authorize(headers, &state.config.admin.token)?;
+    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    let mirror = state.mirror.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(sender));
+        match mirror.export_blocking(out, variants) {
+            Ok(report) => tracing::info!(
+                objects = report.objects,
+                variants = report.variants,
+                urls = report.urls,
+                bytes = report.bytes,
+                "exported"
+            ),
+            // The client sees a truncated tar (no end-of-archive blocks): tar readers refuse it.
+            Err(e) => tracing::error!(error = %crate::error::Chain(&e), "export failed"),
+        }
+    });
+    let mut response = Response::new(StreamBody(receiver).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"imgmirror-export.tar\""),
+    );
+    Ok(response)
+}
+
+/// A `Write` that hands each buffer to the response body; a gone client ends the export.
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A response body fed from a bounded channel.
+struct StreamBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
 /// What a `POST /prefetch` body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Payload {

@@ -221,6 +221,8 @@ async fn serve(
         Route::Preflight => Ok(response::preflight(&request.headers)),
         Route::Prefetch => Err(Error::MethodNotAllowed(http::Method::GET)),
         Route::Purge(what) => admin::purge(state, &request.headers, &what).await,
+        Route::Stats => admin::stats(state, &request.headers).await,
+        Route::Export { variants } => admin::export(state, &request.headers, variants),
         Route::Image(address) => {
             let accept = request
                 .headers

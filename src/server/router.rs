@@ -3,7 +3,8 @@
 //!
 //! - `GET|HEAD /?<URL>`, `/?url=…&…`, `/m/<sha256>[.<ext>]`: an image ([`Address`]).
 //! - `GET /healthz`, `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` and
-//!   `DELETE /purge?url=<URL>|sha256=<hex>|article=<id>` (purge).
+//!   `DELETE /purge?url=<URL>|sha256=<hex>|article=<id>` (purge), `GET /stats`,
+//!   `GET /export[?variants=1]` (a tar stream of the mirror).
 //! - `OPTIONS` anywhere (preflight).
 //!
 //! Parsing only: nothing here touches the store or the network.
@@ -25,6 +26,12 @@ pub enum Route {
     Image(Address),
     /// `DELETE /?…` (a URL) or `DELETE /purge?…` (a URL, an original or an article): admin.
     Purge(Purge),
+    /// `GET /stats`: what the store holds (admin).
+    Stats,
+    /// `GET /export[?variants=1]`: the mirror as a tar stream (admin).
+    Export {
+        variants: bool,
+    },
 }
 
 impl Route {
@@ -38,6 +45,8 @@ impl Route {
             Route::Image(Address::Proxy { .. }) => "proxy",
             Route::Image(Address::Permalink { .. }) => "permalink",
             Route::Purge(_) => "purge",
+            Route::Stats => "stats",
+            Route::Export { .. } => "export",
         }
     }
 }
@@ -55,6 +64,11 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
             return purge(query.unwrap_or("")).map(Route::Purge);
         }
         "/purge" => return Err(Error::MethodNotAllowed(method.clone())),
+        "/stats" => Route::Stats,
+        "/export" => Route::Export {
+            variants: form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .any(|(k, v)| k == "variants" && (v == "1" || v == "true")),
+        },
         _ => match url_grammar::parse(path, query) {
             None => return Err(Error::NotFound(path.to_string())),
             Some(address) => match (address?, method == Method::DELETE) {

@@ -170,14 +170,16 @@ impl Store {
         }
     }
 
-    /// Accounts for a file just written (`wrote`: it was new), then evicts if that crossed
-    /// the budget.
-    pub(super) async fn after_write(&self, kind: Kind, bytes: u64, wrote: bool) {
+    /// Accounts for the file `name` just written (`wrote`: it was new), then evicts if that
+    /// crossed the budget. The file just written is spared: the request that wrote it is
+    /// about to serve it, and evicting it would only make the next one fetch or render it
+    /// again. So the store stays within its budget plus that one file.
+    pub(super) async fn after_write(&self, kind: Kind, name: &str, bytes: u64, wrote: bool) {
         if wrote {
             self.usage.add(kind, bytes);
         }
         if self.over_budget() {
-            self.enforce_budget().await;
+            self.evict_sparing(Some(name)).await;
         }
     }
 
@@ -234,6 +236,10 @@ impl Store {
     /// Evicts until the store is within its budget (or nothing evictable is left). One
     /// eviction at a time; callers that queue behind it find the work done.
     pub async fn enforce_budget(&self) {
+        self.evict_sparing(None).await;
+    }
+
+    async fn evict_sparing(&self, spare: Option<&str>) {
         let _one = self.evicting.lock().await;
         if !self.over_budget() {
             return;
@@ -243,8 +249,9 @@ impl Store {
         }
         let (disk, index, budget) = (self.disk.clone(), self.index.clone(), self.budget.clone());
         let usage = self.usage_handle();
+        let spare = spare.map(str::to_owned);
         let evicted = self
-            .blocking(move || evict(&disk, &index, &budget, &usage))
+            .blocking(move || evict(&disk, &index, &budget, &usage, spare.as_deref()))
             .await;
         match evicted {
             Ok(evicted) => {
@@ -277,6 +284,7 @@ fn evict(
     index: &Index,
     budget: &Budget,
     usage: &Usage,
+    spare: Option<&str>,
 ) -> Result<Evicted, StoreError> {
     let mut evicted = Evicted::default();
     let over_disk = |u: &Usage| budget.max_disk_bytes > 0 && u.total() > budget.max_disk_bytes;
@@ -294,6 +302,9 @@ fn evict(
         for variant in variants {
             if !over(usage) {
                 break;
+            }
+            if spare == Some(variant.name.as_str()) {
+                continue;
             }
             if let Some(hash) = ContentHash::parse(&variant.name) {
                 remove_file(disk, Kind::Variant, &hash)?;
@@ -314,7 +325,7 @@ fn evict(
         }
     }
     if over_disk(usage) && budget.evict_originals {
-        evict_originals(disk, index, budget, usage, &mut evicted)?;
+        evict_originals(disk, index, budget, usage, spare, &mut evicted)?;
     }
     let full = over_disk(usage);
     if full && !usage.full.swap(true, Ordering::Relaxed) {
@@ -341,6 +352,7 @@ fn evict_originals(
     index: &Index,
     budget: &Budget,
     usage: &Usage,
+    spare: Option<&str>,
     evicted: &mut Evicted,
 ) -> Result<(), StoreError> {
     let snapshot = index.snapshot().map_err(index_error("read a snapshot"))?;
@@ -357,7 +369,7 @@ fn evict_originals(
     let mut objects: Vec<ObjectMeta> = Vec::new();
     snapshot
         .objects(|o| {
-            if !pinned.contains(&o.sha256) {
+            if !pinned.contains(&o.sha256) && spare != Some(o.sha256.as_str()) {
                 objects.push(o);
             }
         })

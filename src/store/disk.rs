@@ -28,7 +28,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn dir(self) -> &'static str {
+    pub(super) fn dir(self) -> &'static str {
         match self {
             Kind::Object => "objects",
             Kind::Variant => "variants",
@@ -64,6 +64,19 @@ impl Disk {
             root: root.to_owned(),
             next_temp: AtomicU64::new(0),
         })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The layout under `root` as it is, for offline tools (`verify`): creates nothing and
+    /// leaves `tmp/` alone.
+    pub fn attach(root: &Path) -> Disk {
+        Disk {
+            root: root.to_owned(),
+            next_temp: AtomicU64::new(0),
+        }
     }
 
     pub fn path(&self, kind: Kind, hash: &ContentHash) -> PathBuf {

@@ -15,12 +15,15 @@
 //! Ordering invariant: an object's file is committed before the index names it.
 //! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
 
+pub mod archive;
 mod budget;
 pub mod disk;
 pub mod index;
+pub mod inventory;
 mod pin;
 mod purge;
 mod revalidate;
+pub mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -262,7 +265,7 @@ impl Store {
             }
         };
         let entry = self
-            .commit(url, image, Some(entry))
+            .commit(url, image, Some(entry), false)
             .await?
             .ok_or_else(|| StoreError::Missing(url.to_string()))?;
         let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
@@ -356,7 +359,8 @@ impl Store {
                     })
                     .await
                     .map_err(E::from)?;
-                self.after_write(Kind::Variant, size, wrote).await;
+                self.after_write(Kind::Variant, &name.to_hex(), size, wrote)
+                    .await;
                 if let Ok(mut s) = source.lock() {
                     *s = Source::Render;
                 }
@@ -433,7 +437,7 @@ impl Store {
             }
         };
         let entry = self
-            .commit(url, image, None)
+            .commit(url, image, None, false)
             .await?
             .ok_or_else(|| StoreError::Missing(url.to_string()))?;
         tracing::info!(%url, sha256 = %entry.sha256, bytes = entry.bytes, "mirrored");
@@ -442,12 +446,14 @@ impl Store {
 
     /// Stores a fetched image and points `url` at it; `previous` carries over the URL's
     /// history (first fetch time, pins) when the upstream image changed or the object was
-    /// fetched again. With a `previous`, a URL purged meanwhile is not written back: `None`.
+    /// fetched again. With `only_if_present` (a background revalidation), a URL purged
+    /// meanwhile is not written back: `None`.
     async fn commit(
         &self,
         url: &Url,
         image: Image,
         previous: Option<&UrlEntry>,
+        only_if_present: bool,
     ) -> Result<Option<UrlEntry>, StoreError> {
         let (disk, index) = (self.disk.clone(), self.index.clone());
         let bytes = image.bytes.clone();
@@ -467,7 +473,6 @@ impl Store {
             pinned_by: previous.map(|p| p.pinned_by.clone()).unwrap_or_default(),
         };
         let info = image.info;
-        let only_if_present = previous.is_some();
         let (entry, meta, wrote) = self
             .blocking(move || {
                 let hash = ContentHash::of(&bytes);
@@ -489,15 +494,16 @@ impl Store {
                 Ok::<_, StoreError>((entry, meta, wrote))
             })
             .await?;
-        self.after_write(Kind::Object, meta.bytes, wrote).await;
-        let Some(entry) = entry else {
-            return Ok(None);
-        };
-        let blob = Blob::new(image.bytes, meta);
-        self.memory
-            .insert(format!("o:{}", entry.sha256), blob)
-            .await;
-        Ok(Some(entry))
+        let (size, sha256) = (meta.bytes, meta.sha256.clone());
+        if entry.is_some() {
+            let blob = Blob::new(image.bytes, meta);
+            self.memory
+                .insert(format!("o:{}", blob.meta.sha256), blob)
+                .await;
+        }
+        // After the memory insert, so an eviction this write causes also clears it there.
+        self.after_write(Kind::Object, &sha256, size, wrote).await;
+        Ok(entry)
     }
 
     /// An object's bytes from memory, else from disk (then kept in memory).
@@ -557,6 +563,21 @@ fn object_meta(hash: &ContentHash, info: &ImageInfo, len: usize, created: u64) -
 }
 
 impl Store {
+    /// What the store holds (see [`inventory`]). Blocks: call it off the runtime.
+    pub fn inventory(&self, top_hosts: usize) -> Result<inventory::Inventory, StoreError> {
+        inventory::Inventory::take(&self.index, self.disk.root(), &self.budget, top_hosts)
+    }
+
+    /// Streams a consistent export of this store (see [`archive`]) to `out`, while the
+    /// server keeps serving. Blocks: call it off the runtime.
+    pub fn export_to(
+        &self,
+        out: impl std::io::Write,
+        with_variants: bool,
+    ) -> Result<archive::ArchiveReport, StoreError> {
+        archive::export(&self.index, &self.disk, out, with_variants)
+    }
+
     /// Runs blocking file and database work off the async runtime, at most
     /// [`BLOCKING_SLOTS`] at a time so a burst of cold reads cannot fan out into
     /// hundreds of blocking threads.

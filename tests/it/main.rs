@@ -7,5 +7,6 @@ mod headers;
 mod lifecycle;
 mod mirror;
 mod ssrf;
+mod store_lifecycle;
 mod support;
 mod transform;

@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 
 use crate::mirror::MirrorError;
 use crate::store::StoreError;
-use crate::transform::PoolError;
+use crate::transform::{PoolError, TransformError};
 use crate::upstream::{GuardError, UpstreamError};
 use crate::url_grammar::UrlError;
 
@@ -73,6 +73,12 @@ fn mirror_status(e: &MirrorError) -> (StatusCode, &'static str) {
     match e {
         MirrorError::Store(e) => store_status(e),
         MirrorError::Spec(e) => (StatusCode::BAD_REQUEST, e.code()),
+        // Abandoned past `render_timeout_secs`: not the image's fault alone (load slows
+        // renders), so "try later", like a full queue.
+        MirrorError::Transform(TransformError::Timeout { .. })
+        | MirrorError::Pool(PoolError::Timeout(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "render-timeout")
+        }
         MirrorError::Transform(e) if e.is_client_error() => {
             (StatusCode::UNPROCESSABLE_ENTITY, e.code())
         }
@@ -80,6 +86,7 @@ fn mirror_status(e: &MirrorError) -> (StatusCode, &'static str) {
         MirrorError::Pool(PoolError::Overloaded) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         MirrorError::Pool(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.code()),
         MirrorError::UnknownObject(_) => (StatusCode::NOT_FOUND, "not-found"),
+        MirrorError::TooExpensive(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too-expensive"),
     }
 }
 

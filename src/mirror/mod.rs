@@ -44,6 +44,10 @@ pub enum MirrorError {
     Pool(#[from] PoolError),
     #[error("no mirrored object {0}")]
     UnknownObject(String),
+    /// A render of this original ran past the deadline recently; other options of it are
+    /// refused for a while rather than tying up another worker.
+    #[error("original {0} is too expensive to render (a render of it timed out recently)")]
+    TooExpensive(String),
 }
 
 impl From<UpstreamError> for MirrorError {
@@ -102,19 +106,28 @@ pub struct Mirror {
     pool: transform::Pool,
     /// Header facts per original (by sha256), so repeated variants don't re-probe.
     probes: moka::future::Cache<String, transform::Probe>,
+    /// Originals (by sha256) a render of which timed out, for [`EXPENSIVE_FOR`].
+    expensive: moka::future::Cache<String, ()>,
 }
+
+/// How long an original whose render timed out is refused (422 `too-expensive`).
+const EXPENSIVE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Mirror {
     /// Opens the store in `config.cache.dir` and starts the render pool.
     pub fn open(config: &Config) -> Result<Mirror, MirrorError> {
         let store = Arc::new(Store::open(config)?);
         store.start_maintenance();
-        let pool = transform::Pool::new(config.transform.workers, config.transform.queue);
+        let pool = transform::Pool::from_settings(&config.transform);
         Ok(Mirror {
             store,
             transform: config.transform.clone(),
             pool,
             probes: moka::future::Cache::new(10_000),
+            expensive: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(EXPENSIVE_FOR)
+                .build(),
         })
     }
 

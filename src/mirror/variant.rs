@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{Image, Mirror, MirrorError};
 use crate::hash::ContentHash;
 use crate::store::{Blob, ObjectMeta, unix_now};
-use crate::transform::{self, Negotiated, Probe, Spec, TransformError};
+use crate::transform::{self, Negotiated, PoolError, Probe, Spec, TransformError};
 
 impl Mirror {
     /// The variant of `original` for `spec`, in the format `accept` allows.
@@ -22,6 +22,10 @@ impl Mirror {
         spec: &Spec,
         accept: Option<&str>,
     ) -> Result<Image, MirrorError> {
+        let sha = &original.meta.sha256;
+        if self.expensive.contains_key(sha) {
+            return Err(MirrorError::TooExpensive(sha.clone()));
+        }
         let probe = self.probe(original).await?;
         let settings = &self.transform;
         let Negotiated {
@@ -53,11 +57,20 @@ impl Mirror {
             };
             Ok::<_, MirrorError>(Blob::new(Bytes::from(rendered.bytes), meta))
         };
-        let (blob, source) = self
-            .store
-            .get_variant(&name, &original.meta.sha256, render)
-            .await
-            .map_err(|e| (*e).clone())?;
+        let (blob, source) = match self.store.get_variant(&name, sha, render).await {
+            Ok(found) => found,
+            Err(e) => {
+                if matches!(
+                    *e,
+                    MirrorError::Transform(TransformError::Timeout { .. })
+                        | MirrorError::Pool(PoolError::Timeout(_))
+                ) {
+                    tracing::warn!(sha256 = %sha, "render timed out; refusing other renders of this original for a while");
+                    self.expensive.insert(sha.clone(), ()).await;
+                }
+                return Err((*e).clone());
+            }
+        };
         Ok(Image {
             blob,
             source,

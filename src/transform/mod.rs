@@ -25,9 +25,20 @@
 //! 4000×2500 photo for 480 px needs 500×313×3 bytes instead of 30 MB. Progressive JPEGs
 //! also hold their DCT coefficients (about 3 bytes per source pixel). Animated GIFs are
 //! decoded one frame at a time.
+//!
+//! CPU per render is bounded by what the image may ask for: source pixels, JPEG scans
+//! (`max_jpeg_scans`), output frames × pixels (`max_output_pixels_total`), and a deadline
+//! (`render_timeout_secs`). The deadline cancels cooperatively: the JPEG decoder (libjpeg's
+//! message callback, per marker and scan, and every 32 rows), the GIF frame loop and the
+//! steps of the pipeline check it and fail with `render-timeout`. Inside `image`'s PNG, GIF
+//! and WebP decoders, the resizer and the encoders nothing checks it: such a step runs to
+//! its end. For that, [`Pool::from_settings`] stops waiting a second after the deadline,
+//! answers `PoolError::Timeout` and replaces the worker; the old thread finishes and exits.
 
+mod deadline;
 mod geometry;
 mod jpeg;
+mod limits;
 mod pipeline;
 mod pool;
 mod probe;
@@ -36,6 +47,10 @@ mod spec;
 pub use pool::{Pool, PoolError};
 pub use probe::{Probe, SourceFormat, probe};
 pub use spec::{Fit, FormatChoice, Rgba, Spec, SpecError};
+
+/// Longest accepted `render_timeout_secs`: a day. Larger values are surely a unit mistake
+/// (milliseconds), and `Instant + Duration` must not overflow.
+const MAX_RENDER_TIMEOUT_SECS: u64 = 86_400;
 
 /// Limits and defaults for transforms: plain data, and the `[transform]` section of the
 /// config file as it is (each field is a key there).
@@ -73,6 +88,22 @@ pub struct Settings {
     /// Renders that may wait for a worker; beyond that the pool answers `Overloaded`.
     /// Default 64.
     pub queue: usize,
+    /// Most scans a JPEG may have (like libjpeg-turbo's `djpeg -maxscans`): each scan of a
+    /// progressive JPEG is a pass over every block of its component, so a small file with
+    /// thousands of scans costs seconds of CPU under every size limit. Encoders write 1 scan
+    /// (baseline) or about 10 (progressive; mozjpeg's optimised scripts up to ~20); counted
+    /// by the decoder, refused as `too-many-scans`. Default 100.
+    pub max_jpeg_scans: u32,
+    /// Largest output work of one render: frames × output pixels (the canvas). Bounds
+    /// animated GIF output, where `w=7000&h=7000&enlarge=1` on a small animation would be
+    /// dozens of 49 MP frames; checked before decoding, refused as `too-expensive`.
+    /// Default 100_000_000 (e.g. 100 frames of 1000×1000).
+    pub max_output_pixels_total: u64,
+    /// Deadline of one render, in seconds. Decoding checks it as it goes (between JPEG
+    /// markers and scans, rows and GIF frames, and between the pipeline's steps) and fails
+    /// with `render-timeout`; a pool built by [`Pool::from_settings`] also stops waiting for
+    /// a job a second past it and replaces that worker. Default 10.
+    pub render_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -89,6 +120,9 @@ impl Default for Settings {
             fast_jpeg_shrink: true,
             workers: 0,
             queue: 64,
+            max_jpeg_scans: 100,
+            max_output_pixels_total: 100_000_000,
+            render_timeout_secs: 10,
         }
     }
 }
@@ -127,6 +161,18 @@ impl Settings {
         if self.max_frames == 0 {
             return err("max_frames", "must be at least 1");
         }
+        if self.max_jpeg_scans == 0 {
+            return err("max_jpeg_scans", "must be at least 1");
+        }
+        if self.max_output_pixels_total == 0 {
+            return err("max_output_pixels_total", "must be at least 1");
+        }
+        if !(1..=MAX_RENDER_TIMEOUT_SECS).contains(&self.render_timeout_secs) {
+            return Err(SettingsError {
+                field: "render_timeout_secs",
+                reason: format!("must be between 1 and {MAX_RENDER_TIMEOUT_SECS}"),
+            });
+        }
         if let Some(w) = self
             .allowed_widths
             .iter()
@@ -148,6 +194,11 @@ impl Settings {
             OutputFormat::Webp => Some(explicit.unwrap_or(self.webp_quality)),
             OutputFormat::Png | OutputFormat::Gif => None,
         }
+    }
+
+    /// The render deadline as a duration.
+    pub fn render_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.render_timeout_secs)
     }
 }
 
@@ -300,6 +351,23 @@ pub enum TransformError {
     /// A side is longer than `max_input_dim`.
     #[error("image is {width}x{height}, a side is longer than the limit of {max} pixels")]
     TooLarge { width: u32, height: u32, max: u32 },
+    /// A JPEG has more scans than `max_jpeg_scans` (a CPU bomb: each scan is a full pass).
+    #[error("jpeg has more than {max} scans")]
+    TooManyScans { max: u32 },
+    /// The output would cost more than `max_output_pixels_total` (frames × pixels).
+    #[error(
+        "output would be {frames} frame(s) of {width}x{height}, more than the limit of {max} pixels in total"
+    )]
+    TooExpensive {
+        frames: u32,
+        width: u32,
+        height: u32,
+        max: u64,
+    },
+    /// The render ran past `render_timeout_secs` and was abandoned. Not the requester's
+    /// fault alone (a loaded machine renders slower), so not a client error.
+    #[error("render took longer than {secs} s and was abandoned")]
+    Timeout { secs: u64 },
     /// A decoder needed more memory than its limit allows (the header understated it).
     #[error("decoding needs more memory than allowed: {0}")]
     MemoryLimit(String),
@@ -326,6 +394,9 @@ impl TransformError {
         match self {
             TransformError::TooManyPixels { .. } => "too-many-pixels",
             TransformError::TooLarge { .. } => "image-too-large",
+            TransformError::TooManyScans { .. } => "too-many-scans",
+            TransformError::TooExpensive { .. } => "too-expensive",
+            TransformError::Timeout { .. } => "render-timeout",
             TransformError::MemoryLimit(_) => "decode-memory-limit",
             TransformError::Corrupt(_) => "corrupt-image",
             TransformError::Unsupported(_) => "unsupported-format",
@@ -341,6 +412,8 @@ impl TransformError {
             self,
             TransformError::TooManyPixels { .. }
                 | TransformError::TooLarge { .. }
+                | TransformError::TooManyScans { .. }
+                | TransformError::TooExpensive { .. }
                 | TransformError::MemoryLimit(_)
                 | TransformError::Corrupt(_)
                 | TransformError::Unsupported(_)
@@ -348,5 +421,7 @@ impl TransformError {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,12 @@
 //! why (orientation before geometry, colour conversion on the small image, flattening only
 //! for JPEG). It does not parse options (`spec`), compute sizes (`geometry`) or talk to
 //! libjpeg directly (`jpeg`).
+//!
+//! Limits are checked three times, each where it is cheapest and trustworthy: from the
+//! probe (before anything is decoded), on the size each decoder itself read (before it
+//! allocates: the probe and a decoder can disagree), and on the output (one frame against
+//! `max_pixels`, all frames against `max_output_pixels_total`) before the work starts. The
+//! deadline is checked between steps and GIF frames, and inside the JPEG decoder.
 
 use std::io::Cursor;
 
@@ -15,10 +21,12 @@ use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::metadata::{LoopCount, Orientation};
 use image::{
     AnimationDecoder, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError,
-    ImageFormat, ImageReader, Limits, RgbaImage,
+    ImageFormat, ImageReader, RgbaImage,
 };
 
+use super::deadline::Deadline;
 use super::geometry::{self, Plan};
+use super::limits::{check_dimensions, check_output, check_source, gif_limits, limits};
 use super::probe::{SourceFormat, jpeg_is_complete};
 use super::spec::{Fit, Rgba};
 use super::{
@@ -60,7 +68,7 @@ impl Pixels {
 }
 
 /// A decoded source, oriented upright, with the plan computed from its full-size dimensions.
-struct Source {
+pub(super) struct Source {
     pixels: Pixels,
     plan: Plan,
     icc: Option<Vec<u8>>,
@@ -79,13 +87,31 @@ pub(crate) fn render(
     format: OutputFormat,
     settings: &Settings,
 ) -> Result<Rendered, TransformError> {
+    render_until(
+        src,
+        spec,
+        format,
+        settings,
+        Deadline::after(settings.render_timeout()),
+    )
+}
+
+/// [`render`] with an explicit deadline (tests use short ones).
+pub(super) fn render_until(
+    src: &[u8],
+    spec: &Spec,
+    format: OutputFormat,
+    settings: &Settings,
+    deadline: Deadline,
+) -> Result<Rendered, TransformError> {
     let probe = probe(src)?;
     check_source(&probe, settings)?;
     if format == OutputFormat::Gif && renders_animated(&probe, settings) {
-        return render_animated_gif(src, &probe, spec, settings);
+        return render_animated_gif(src, &probe, spec, settings, deadline);
     }
-    let Source { pixels, plan, icc } = decode(src, &probe, spec, settings)?;
-    check_output(plan.canvas, settings)?;
+    let Source { pixels, plan, icc } = decode(src, &probe, spec, settings, deadline)?;
+    check_output(plan.canvas, 1, settings)?;
+    deadline.check()?;
     let mut pixels = resize(pixels, &plan)?;
     if let Some(icc) = icc {
         to_srgb(&mut pixels, &icc);
@@ -103,6 +129,7 @@ pub(crate) fn render(
     }
     let pixels = drop_opaque_alpha(pixels);
     let quality = settings.quality_for(format, spec.quality).unwrap_or(100);
+    deadline.check()?;
     let bytes = encode(&pixels, format, quality)?;
     Ok(Rendered {
         bytes,
@@ -111,52 +138,6 @@ pub(crate) fn render(
         height: pixels.height,
         frames: 1,
     })
-}
-
-/// Header limits, before any pixel buffer exists. Area first: a 50000×50000 bomb is
-/// reported as too many pixels, which is what it is.
-fn check_source(p: &Probe, settings: &Settings) -> Result<(), TransformError> {
-    if p.pixels() > settings.max_pixels {
-        return Err(TransformError::TooManyPixels {
-            width: p.width,
-            height: p.height,
-            max: settings.max_pixels,
-        });
-    }
-    if p.width > settings.max_input_dim || p.height > settings.max_input_dim {
-        return Err(TransformError::TooLarge {
-            width: p.width,
-            height: p.height,
-            max: settings.max_input_dim,
-        });
-    }
-    Ok(())
-}
-
-/// `enlarge=1` and `fit=contain` can ask for outputs bigger than the source: bound those too.
-fn check_output((w, h): (u32, u32), settings: &Settings) -> Result<(), TransformError> {
-    if u64::from(w) * u64::from(h) > settings.max_pixels {
-        return Err(TransformError::TooManyPixels {
-            width: w,
-            height: h,
-            max: settings.max_pixels,
-        });
-    }
-    Ok(())
-}
-
-fn limits(settings: &Settings) -> Limits {
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(settings.max_input_dim);
-    limits.max_image_height = Some(settings.max_input_dim);
-    // One RGBA8 frame of the largest allowed size, plus slack for decoder state.
-    limits.max_alloc = Some(
-        settings
-            .max_pixels
-            .saturating_mul(4)
-            .saturating_add(16 << 20),
-    );
-    limits
 }
 
 fn image_error(format: &str, e: ImageError) -> TransformError {
@@ -172,49 +153,18 @@ fn image_error(format: &str, e: ImageError) -> TransformError {
     }
 }
 
-fn decode(
+pub(super) fn decode(
     src: &[u8],
     probe: &Probe,
     spec: &Spec,
     settings: &Settings,
+    deadline: Deadline,
 ) -> Result<Source, TransformError> {
-    if probe.format == SourceFormat::Jpeg {
-        if !jpeg_is_complete(src) {
-            return Err(TransformError::Corrupt(
-                "jpeg: truncated (no end-of-image marker after the scan)".into(),
-            ));
-        }
-        let mut plan = None;
-        let decoded = jpeg::decode(src, |h| {
-            let swaps = swaps_axes(h.orientation);
-            let (ow, oh) = if swaps {
-                (h.height, h.width)
-            } else {
-                (h.width, h.height)
-            };
-            let p = geometry::plan(ow, oh, spec);
-            let need = if swaps {
-                (p.min_decode.1, p.min_decode.0)
-            } else {
-                p.min_decode
-            };
-            plan = Some(p);
-            let margin = if settings.fast_jpeg_shrink { 1 } else { 2 };
-            geometry::jpeg_scale((h.width, h.height), need, margin)
-        })?;
-        if let (Some(d), Some(plan)) = (decoded, plan) {
-            let buf = image::RgbImage::from_raw(d.width, d.height, d.rgb).ok_or_else(|| {
-                TransformError::Internal("jpeg decoder returned a short buffer".into())
-            })?;
-            let mut img = DynamicImage::ImageRgb8(buf);
-            img.apply_orientation(d.orientation);
-            return Ok(Source {
-                pixels: Pixels::from_dynamic(img),
-                plan,
-                icc: d.icc,
-            });
-        }
-        // CMYK/YCCK: libjpeg can't make RGB of it; image's decoder (zune-jpeg) can.
+    // CMYK/YCCK give None: libjpeg can't make RGB of them; image's decoder (zune-jpeg) can.
+    if probe.format == SourceFormat::Jpeg
+        && let Some(source) = decode_jpeg(src, spec, settings, deadline)?
+    {
+        return Ok(source);
     }
     let format = match probe.format {
         SourceFormat::Jpeg => ImageFormat::Jpeg,
@@ -224,8 +174,15 @@ fn decode(
     };
     let name = probe.format.as_str();
     let mut reader = ImageReader::with_format(Cursor::new(src), format);
-    reader.limits(limits(settings));
+    reader.limits(match probe.format {
+        SourceFormat::Gif => gif_limits(settings, (probe.width, probe.height)),
+        _ => limits(settings),
+    });
     let mut decoder = reader.into_decoder().map_err(|e| image_error(name, e))?;
+    // The decoder's own idea of the size, before `from_decoder` allocates for it: `Limits`
+    // bound the sides and the bytes, this also bounds the area, as for JPEG.
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, settings)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     // A profile we can't read is ignored, as browsers do: the pixels are taken as sRGB.
     let icc = decoder.icc_profile().ok().flatten();
@@ -238,6 +195,57 @@ fn decode(
         plan,
         icc,
     })
+}
+
+/// JPEG through libjpeg with shrink-on-load; `None` for CMYK/YCCK. The plan is computed
+/// from the size libjpeg read (after it passed the limits in `jpeg::decode`).
+fn decode_jpeg(
+    src: &[u8],
+    spec: &Spec,
+    settings: &Settings,
+    deadline: Deadline,
+) -> Result<Option<Source>, TransformError> {
+    if !jpeg_is_complete(src) {
+        return Err(TransformError::Corrupt(
+            "jpeg: truncated (no end-of-image marker after the scan)".into(),
+        ));
+    }
+    let budget = jpeg::Budget {
+        max_pixels: settings.max_pixels,
+        max_dim: settings.max_input_dim,
+        max_scans: settings.max_jpeg_scans,
+        deadline,
+    };
+    let mut plan = None;
+    let decoded = jpeg::decode(src, &budget, |h| {
+        let swaps = swaps_axes(h.orientation);
+        let (ow, oh) = if swaps {
+            (h.height, h.width)
+        } else {
+            (h.width, h.height)
+        };
+        let p = geometry::plan(ow, oh, spec);
+        let need = if swaps {
+            (p.min_decode.1, p.min_decode.0)
+        } else {
+            p.min_decode
+        };
+        plan = Some(p);
+        let margin = if settings.fast_jpeg_shrink { 1 } else { 2 };
+        geometry::jpeg_scale((h.width, h.height), need, margin)
+    })?;
+    let (Some(d), Some(plan)) = (decoded, plan) else {
+        return Ok(None);
+    };
+    let buf = image::RgbImage::from_raw(d.width, d.height, d.rgb)
+        .ok_or_else(|| TransformError::Internal("jpeg decoder returned a short buffer".into()))?;
+    let mut img = DynamicImage::ImageRgb8(buf);
+    img.apply_orientation(d.orientation);
+    Ok(Some(Source {
+        pixels: Pixels::from_dynamic(img),
+        plan,
+        icc: d.icc,
+    }))
 }
 
 fn swaps_axes(o: Orientation) -> bool {
@@ -445,13 +453,19 @@ fn render_animated_gif(
     probe: &Probe,
     spec: &Spec,
     settings: &Settings,
+    deadline: Deadline,
 ) -> Result<Rendered, TransformError> {
     let plan = geometry::plan(probe.width, probe.height, spec);
-    check_output(plan.canvas, settings)?;
+    // Every frame costs a resize and a quantisation of the whole output canvas.
+    check_output(plan.canvas, probe.frames, settings)?;
     let bg = spec.background_for(OutputFormat::Gif);
     let gif_err = |e| image_error("gif", e);
     let mut decoder = GifDecoder::new(Cursor::new(src)).map_err(gif_err)?;
-    decoder.set_limits(limits(settings)).map_err(gif_err)?;
+    decoder
+        .set_limits(gif_limits(settings, decoder.dimensions()))
+        .map_err(gif_err)?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, settings)?;
     let repeat = match decoder.loop_count() {
         LoopCount::Infinite => Repeat::Infinite,
         LoopCount::Finite(n) => Repeat::Finite(u16::try_from(n.get()).unwrap_or(u16::MAX)),
@@ -462,6 +476,7 @@ fn render_animated_gif(
         let mut encoder = GifEncoder::new_with_speed(&mut out, GIF_SPEED);
         encoder.set_repeat(repeat).map_err(gif_err)?;
         for frame in decoder.into_frames() {
+            deadline.check()?;
             let frame = frame.map_err(gif_err)?;
             frames += 1;
             if frames > settings.max_frames {
@@ -469,6 +484,8 @@ fn render_animated_gif(
                 frames -= 1;
                 break;
             }
+            // Same reason: the budget holds for the frames the decoder really finds.
+            check_output(plan.canvas, frames, settings)?;
             let delay = frame.delay();
             let canvas = frame.into_buffer();
             let px = Pixels {

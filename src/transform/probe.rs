@@ -4,7 +4,9 @@
 //! segments, PNG chunks, GIF blocks, RIFF chunks) without a pixel buffer, so limits can be
 //! enforced before any decoder allocates: a 200-byte file declaring 50000×50000 costs a few
 //! microseconds here. It does not decode pixels and does not decide anything; `render`
-//! applies the limits.
+//! applies the limits. The parsers follow the decoders' reading of the file (libjpeg's
+//! marker walk, the WebP bitstream inside its container) so the probe and the decoder
+//! agree on the size; the decoders check the size they see again, whatever was probed.
 
 use super::TransformError;
 
@@ -121,43 +123,83 @@ fn le24(b: &[u8], at: usize) -> Option<u32> {
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], 0]))
 }
 
-/// Walks the marker segments up to the first SOFn frame header.
+/// Reads the first SOFn frame header, found the way libjpeg finds it.
 fn jpeg(src: &[u8]) -> Result<Probe, TransformError> {
+    // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+    let is_sof = |m: u8| matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC);
+    let (_, at) = jpeg_walk_to(src, is_sof)?;
+    // `at` is the length field: length (2), precision (1), height (2), width (2).
+    let height = be16(src, at + 3).ok_or_else(|| truncated("jpeg"))?;
+    let width = be16(src, at + 5).ok_or_else(|| truncated("jpeg"))?;
+    Ok(Probe {
+        format: SourceFormat::Jpeg,
+        width,
+        height,
+        has_alpha: false,
+        frames: 1,
+    })
+}
+
+/// Walks a JPEG's header markers as libjpeg's `read_markers` does and stops at the first
+/// marker `stop` accepts, returning its code and the offset of its length field.
+///
+/// Agreeing with libjpeg is the point: a probe that reads a different frame header than the
+/// decoder lets a file pass the limits as 100×100 and decode as 8000×8000. So, like libjpeg:
+/// RST0–7 and TEM have no length; a second SOI is an error; EOI before the stop is an error;
+/// markers libjpeg does not know are errors; bytes between segments are skipped (see
+/// [`next_jpeg_marker`]). The decoder checks its own header anyway; this keeps the cheap,
+/// cached probe honest.
+fn jpeg_walk_to(src: &[u8], stop: impl Fn(u8) -> bool) -> Result<(u8, usize), TransformError> {
     let mut at = 2;
     loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
-        while src.get(at) == Some(&0xFF) && src.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        if src.get(at) != Some(&0xFF) {
-            return Err(TransformError::Corrupt("jpeg: expected a marker".into()));
-        }
-        let marker = *src.get(at + 1).ok_or_else(|| truncated("jpeg"))?;
-        let len = be16(src, at + 2).ok_or_else(|| truncated("jpeg"))? as usize;
-        match marker {
-            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                let height = be16(src, at + 5).ok_or_else(|| truncated("jpeg"))?;
-                let width = be16(src, at + 7).ok_or_else(|| truncated("jpeg"))?;
-                return Ok(Probe {
-                    format: SourceFormat::Jpeg,
-                    width,
-                    height,
-                    has_alpha: false,
-                    frames: 1,
-                });
+        let (code, after) = next_jpeg_marker(src, at).ok_or_else(|| truncated("jpeg"))?;
+        match code {
+            c if stop(c) => return Ok((c, after)),
+            // Parameterless: RST0..RST7, TEM.
+            0xD0..=0xD7 | 0x01 => {
+                at = after;
+                continue;
             }
-            0xDA | 0xD9 => {
+            0xD8 => {
+                return Err(TransformError::Corrupt(
+                    "jpeg: second start-of-image marker".into(),
+                ));
+            }
+            0xD9 | 0xDA => {
                 return Err(TransformError::Corrupt(
                     "jpeg: no frame header before the scan".into(),
                 ));
             }
-            _ => {}
+            // SOFn/DHT/DAC, DQT/DNL/DRI, APPn, COM: a length follows.
+            0xC0..=0xCF | 0xDB..=0xDD | 0xE0..=0xEF | 0xFE => {}
+            _ => {
+                return Err(TransformError::Corrupt(format!(
+                    "jpeg: unknown marker 0x{code:02X}"
+                )));
+            }
         }
+        let len = be16(src, after).ok_or_else(|| truncated("jpeg"))? as usize;
         if len < 2 {
             return Err(TransformError::Corrupt("jpeg: bad segment length".into()));
         }
-        at += 2 + len;
+        at = after + len;
+    }
+}
+
+/// Finds the next marker at or after `at` as libjpeg's `next_marker` does: bytes other than
+/// 0xFF are skipped (libjpeg only warns about such extraneous data), and so are 0xFF fill
+/// bytes and `FF 00` pairs. Returns the marker code and the offset just after it.
+fn next_jpeg_marker(src: &[u8], mut at: usize) -> Option<(u8, usize)> {
+    loop {
+        at += src.get(at..)?.iter().position(|&b| b == 0xFF)?;
+        while src.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let code = *src.get(at + 1)?;
+        at += 2;
+        if code != 0 {
+            return Some((code, at));
+        }
     }
 }
 
@@ -257,51 +299,28 @@ fn gif(src: &[u8]) -> Result<Probe, TransformError> {
     })
 }
 
-/// Reads the first chunk (VP8, VP8L or VP8X); for animations, counts the ANMF chunks.
+/// Reads the first chunk (VP8, VP8L or VP8X). For VP8X, also walks the chunks: the
+/// bitstream of a still image must be the canvas size, and every animation frame (ANMF)
+/// must lie on the canvas and hold a bitstream of its declared size. Decoders allocate for
+/// the bitstream's own size (up to 16383×16383) before comparing it with the canvas, so a
+/// 100×100 canvas must not carry a 16383×16383 frame past the limits.
 fn webp(src: &[u8]) -> Result<Probe, TransformError> {
     let kind = src.get(12..16).ok_or_else(|| truncated("webp"))?;
-    let data = 20usize;
-    let (width, height, has_alpha, animated) = match kind {
-        b"VP8 " => {
-            // Frame tag (3 bytes), start code 9d 01 2a, then 14-bit width and height.
-            if src.get(data + 3..data + 6) != Some(&[0x9d, 0x01, 0x2a]) {
-                return Err(TransformError::Corrupt("webp: bad VP8 start code".into()));
-            }
-            let w = le16(src, data + 6).ok_or_else(|| truncated("webp"))? & 0x3FFF;
-            let h = le16(src, data + 8).ok_or_else(|| truncated("webp"))? & 0x3FFF;
-            (w, h, false, false)
-        }
-        b"VP8L" => {
-            if src.get(data) != Some(&0x2f) {
-                return Err(TransformError::Corrupt("webp: bad VP8L signature".into()));
-            }
-            let bits = le32(src, data + 1).ok_or_else(|| truncated("webp"))?;
-            let w = (bits & 0x3FFF) + 1;
-            let h = ((bits >> 14) & 0x3FFF) + 1;
-            (w, h, (bits >> 28) & 1 == 1, false)
+    let body = src.get(20..).unwrap_or_default();
+    let (width, height, has_alpha, frames) = match kind {
+        b"VP8 " | b"VP8L" => {
+            let (w, h, alpha) = webp_bitstream_size(kind, body)?;
+            (w, h, alpha, 1)
         }
         b"VP8X" => {
-            let flags = *src.get(data).ok_or_else(|| truncated("webp"))?;
-            let w = le24(src, data + 4).ok_or_else(|| truncated("webp"))? + 1;
-            let h = le24(src, data + 7).ok_or_else(|| truncated("webp"))? + 1;
-            (w, h, flags & 0x10 != 0, flags & 0x02 != 0)
+            let flags = *body.first().ok_or_else(|| truncated("webp"))?;
+            let w = le24(body, 4).ok_or_else(|| truncated("webp"))? + 1;
+            let h = le24(body, 7).ok_or_else(|| truncated("webp"))? + 1;
+            let frames = webp_frames(src, (w, h), flags & 0x02 != 0)?;
+            (w, h, flags & 0x10 != 0, frames)
         }
         _ => return Err(TransformError::Corrupt("webp: unknown first chunk".into())),
     };
-    let mut frames = 1;
-    if animated {
-        frames = 0u32;
-        let mut at = 12usize;
-        while let (Some(tag), Some(len)) = (src.get(at..at + 4), le32(src, at + 4)) {
-            if tag == b"ANMF" {
-                frames = frames.saturating_add(1);
-            }
-            // Chunks are padded to an even length.
-            let len = len as usize + (len as usize & 1);
-            at = at.saturating_add(8).saturating_add(len);
-        }
-        frames = frames.max(1);
-    }
     Ok(Probe {
         format: SourceFormat::Webp,
         width,
@@ -311,31 +330,99 @@ fn webp(src: &[u8]) -> Result<Probe, TransformError> {
     })
 }
 
+/// Width, height and alpha flag from a VP8 (lossy) or VP8L (lossless) bitstream header.
+fn webp_bitstream_size(kind: &[u8], data: &[u8]) -> Result<(u32, u32, bool), TransformError> {
+    if kind == b"VP8 " {
+        // Frame tag (3 bytes), start code 9d 01 2a, then 14-bit width and height.
+        if data.get(3..6) != Some(&[0x9d, 0x01, 0x2a]) {
+            return Err(TransformError::Corrupt("webp: bad VP8 start code".into()));
+        }
+        let w = le16(data, 6).ok_or_else(|| truncated("webp"))? & 0x3FFF;
+        let h = le16(data, 8).ok_or_else(|| truncated("webp"))? & 0x3FFF;
+        return Ok((w, h, false));
+    }
+    if data.first() != Some(&0x2f) {
+        return Err(TransformError::Corrupt("webp: bad VP8L signature".into()));
+    }
+    let bits = le32(data, 1).ok_or_else(|| truncated("webp"))?;
+    let w = (bits & 0x3FFF) + 1;
+    let h = ((bits >> 14) & 0x3FFF) + 1;
+    Ok((w, h, (bits >> 28) & 1 == 1))
+}
+
+/// The RIFF chunks from `at` on, as (tag, payload). Chunks are
+/// padded to an even length; a payload cut short by the end of the file is truncated.
+fn riff_chunks(src: &[u8], mut at: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        let (tag, len) = (src.get(at..at + 4)?, le32(src, at + 4)? as usize);
+        let body = src.get(at + 8..).unwrap_or_default();
+        let body = &body[..len.min(body.len())];
+        at = at.saturating_add(8).saturating_add(len + (len & 1));
+        Some((tag, body))
+    })
+}
+
+/// Checks the bitstream(s) of a VP8X file against the canvas; returns the frame count.
+fn webp_frames(src: &[u8], canvas: (u32, u32), animated: bool) -> Result<u32, TransformError> {
+    let mismatch = |what: &str, (w, h): (u32, u32), (fw, fh): (u32, u32)| {
+        TransformError::Corrupt(format!("webp: {what} is {w}x{h}, not {fw}x{fh}"))
+    };
+    let mut frames = 0u32;
+    for (tag, body) in riff_chunks(src, 12) {
+        match tag {
+            b"VP8 " | b"VP8L" if !animated => {
+                let (w, h, _) = webp_bitstream_size(tag, body)?;
+                if (w, h) != canvas {
+                    return Err(mismatch("the bitstream", (w, h), canvas));
+                }
+                frames = 1;
+            }
+            b"ANMF" if animated => {
+                frames = frames.saturating_add(1);
+                // X/2, Y/2, width-1, height-1 (24 bits each), duration (24), flags (8).
+                let field = |at| le24(body, at).ok_or_else(|| truncated("webp"));
+                let (x, y) = (field(0)? * 2, field(3)? * 2);
+                let size = (field(6)? + 1, field(9)? + 1);
+                if x + size.0 > canvas.0 || y + size.1 > canvas.1 {
+                    return Err(TransformError::Corrupt(format!(
+                        "webp: an animation frame reaches {}x{}, past the {}x{} canvas",
+                        x + size.0,
+                        y + size.1,
+                        canvas.0,
+                        canvas.1
+                    )));
+                }
+                for (sub, data) in riff_chunks(body, 16) {
+                    if matches!(sub, b"VP8 " | b"VP8L") {
+                        let (w, h, _) = webp_bitstream_size(sub, data)?;
+                        if (w, h) != size {
+                            return Err(mismatch("an animation frame's bitstream", (w, h), size));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(frames.max(1))
+}
+
 /// True when a JPEG's entropy-coded data is complete: an EOI marker follows the first scan.
 /// libjpeg pads a truncated file with a fake EOI and decodes grey, without an error; this
 /// catches that. Trailing bytes after EOI are allowed (some cameras append data).
 pub(crate) fn jpeg_is_complete(src: &[u8]) -> bool {
-    let mut at = 2usize;
     // Walk the segments to the first SOS; APPn payloads may contain FFD9 (EXIF thumbnails),
     // so searching from the start would be fooled.
-    loop {
-        while src.get(at) == Some(&0xFF) && src.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        let (Some(&0xFF), Some(&marker), Some(len)) =
-            (src.get(at), src.get(at + 1), be16(src, at + 2))
-        else {
-            return false;
-        };
-        at = at.saturating_add(2).saturating_add(len as usize);
-        if marker == 0xDA {
-            break;
-        }
-    }
+    let Ok((_, at)) = jpeg_walk_to(src, |m| m == 0xDA) else {
+        return false;
+    };
+    let Some(len) = be16(src, at) else {
+        return false;
+    };
     // In entropy-coded data 0xFF is always followed by 0x00 (stuffing) or a marker, so the
     // byte pair FF D9 after the first scan header is the real EOI. Search from the end,
     // where it almost always is: scanning 1.7 MB forwards cost ~0.5 ms per render.
-    src.get(at..)
+    src.get(at + len as usize..)
         .is_some_and(|rest| rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]))
 }
 

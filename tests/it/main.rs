@@ -4,6 +4,7 @@
 mod articles;
 mod browser;
 mod headers;
+mod hostile_images;
 mod lifecycle;
 mod mirror;
 mod ssrf;

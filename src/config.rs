@@ -44,6 +44,8 @@ pub struct Config {
     pub transform: crate::transform::Settings,
     pub admin: AdminConfig,
     pub article: ArticleConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,21 +142,113 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponseConfig {
-    /// Cache-Control for images served by upstream URL (`/?…`): they may change upstream.
+    /// Cache-Control for images served by upstream URL (`/?…`, originals and variants):
+    /// they may change upstream, so never `immutable`. Default
+    /// `public, max-age=86400, stale-while-revalidate=604800, stale-if-error=604800`.
     pub cache_control_proxy: String,
-    /// Cache-Control for content-addressed permalinks (`/m/<sha256>`): their bytes never change.
+    /// Cache-Control for content-addressed permalinks (`/m/<sha256>`, originals and
+    /// variants): their bytes never change. Default `public, max-age=31536000, immutable`.
     pub cache_control_permalink: String,
-    /// Cache-Control for error responses.
+    /// Cache-Control for 404s (unknown route, hash, or upstream 404): short, since the
+    /// image may appear. Default `public, max-age=60`.
+    pub cache_control_not_found: String,
+    /// Cache-Control for the other 4xx errors. 5xx and 429 are always `no-store`.
+    /// Default `public, max-age=30`.
     pub cache_control_error: String,
 }
 
 impl Default for ResponseConfig {
     fn default() -> Self {
         ResponseConfig {
-            cache_control_proxy: "public, max-age=86400, stale-while-revalidate=604800".into(),
+            cache_control_proxy:
+                "public, max-age=86400, stale-while-revalidate=604800, stale-if-error=604800".into(),
             cache_control_permalink: "public, max-age=31536000, immutable".into(),
+            cache_control_not_found: "public, max-age=60".into(),
             cache_control_error: "public, max-age=30".into(),
         }
+    }
+}
+
+impl ResponseConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("response.cache_control_proxy", &self.cache_control_proxy),
+            (
+                "response.cache_control_permalink",
+                &self.cache_control_permalink,
+            ),
+            (
+                "response.cache_control_not_found",
+                &self.cache_control_not_found,
+            ),
+            ("response.cache_control_error", &self.cache_control_error),
+        ] {
+            if value.is_empty() || !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be a non-empty header value of printable ASCII".into(),
+                });
+            }
+        }
+        if self
+            .cache_control_proxy
+            .to_ascii_lowercase()
+            .contains("immutable")
+        {
+            return Err(ConfigError::Invalid {
+                key: "response.cache_control_proxy",
+                message: "must not be immutable: an upstream URL can change (only \
+                          content-addressed /m/ URLs are)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// Filter (`RUST_LOG` syntax, e.g. `info,imgmirror=debug`) used when neither
+    /// `IMGMIRROR_LOG` nor `RUST_LOG` is set. Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate address for `/metrics` (e.g. `127.0.0.1:9090`), so the series are not
+    /// public; then the main listener answers `/metrics` with 404. Empty = `/metrics` is
+    /// served on `server.listen`. Default `""`.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The separate metrics address, if one is configured (and valid).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.trim().parse().ok()
     }
 }
 
@@ -287,6 +381,13 @@ impl Config {
                 );
             }
         }
+        self.response.validate()?;
+        if !self.metrics.listen.trim().is_empty() && self.metrics.listen_addr().is_none() {
+            return invalid("metrics.listen", "must be an ip:port address, or empty");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return invalid("log.filter", &e.to_string());
+        }
         if let Err(e) = self.transform.validate() {
             return Err(ConfigError::Invalid {
                 key: "transform",
@@ -333,7 +434,7 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 9] = [
         "server",
         "cache",
         "upstream",
@@ -341,6 +442,8 @@ fn apply_env(
         "transform",
         "admin",
         "article",
+        "log",
+        "metrics",
     ];
     for (var, raw) in vars {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
@@ -351,7 +454,7 @@ fn apply_env(
             continue;
         };
         if !SECTIONS.contains(&section) {
-            // IMGMIRROR_LOG and friends are not config keys.
+            // IMGMIRROR_LOG (the log filter, no key after the section) is not a config key.
             continue;
         }
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -477,5 +580,41 @@ mod tests {
         .unwrap();
         assert_eq!(config.article.front_matter_size(), Some((960, 540)));
         assert_eq!(config.article.worker_prefixes, ["https://a.workers.dev/?"]);
+    }
+
+    #[test]
+    fn log_metrics_and_cache_control_keys() {
+        let config = load_str(
+            "[log]\nformat = \"json\"\n",
+            &[
+                ("IMGMIRROR_METRICS_LISTEN", "127.0.0.1:9090"),
+                ("IMGMIRROR_LOG_FILTER", "warn,imgmirror=debug"),
+                ("IMGMIRROR_LOG", "trace"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.filter, "warn,imgmirror=debug");
+        assert_eq!(
+            config.metrics.listen_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(Config::default().metrics.listen_addr(), None);
+        for (text, key) in [
+            ("[log]\nformat = \"xml\"\n", "format"),
+            ("[log]\nfilter = \"imgmirror=loud\"\n", "log.filter"),
+            ("[metrics]\nlisten = \"nowhere\"\n", "metrics.listen"),
+            (
+                "[response]\ncache_control_proxy = \"public, max-age=60, immutable\"\n",
+                "response.cache_control_proxy",
+            ),
+            (
+                "[response]\ncache_control_not_found = \"\"\n",
+                "response.cache_control_not_found",
+            ),
+        ] {
+            let err = load_str(text, &[]).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
     }
 }

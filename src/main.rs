@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use imgmirror::article::prefetch::{self, ImageReport, Options, PrefetchReport, Via};
 use imgmirror::article::remote::Remote;
 use imgmirror::article::{Mode, Settings, Target};
-use imgmirror::config::{Config, DEFAULT_CONFIG_PATH};
+use imgmirror::config::{Config, DEFAULT_CONFIG_PATH, LogConfig, LogFormat};
 use imgmirror::mirror::Mirror;
 
 #[derive(Parser)]
@@ -97,20 +97,18 @@ struct RemoteArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        // Logs go to stderr: stdout is the commands' output (`prefetch --json`, `--diff`).
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IMGMIRROR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    // The config says how to log, so it is read first; its errors are printed by main.
+    let config = load_config(match &cli.command {
+        Command::Serve { store, .. }
+        | Command::Prefetch { store, .. }
+        | Command::Rewrite { store, .. } => store,
+    })?;
+    init_logging(&config.log)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
-        Command::Serve { store, listen } => {
-            let mut config = load_config(&store)?;
+        Command::Serve { store: _, listen } => {
+            let mut config = config;
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
@@ -118,12 +116,11 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Prefetch {
-            store,
+            store: _,
             remote,
             json,
             inputs,
         } => {
-            let config = load_config(&store)?;
             let mut settings = Settings::from_config(&config.article);
             settings.own_bases.extend(remote.server.clone());
             let report = runtime.block_on(prefetch_cmd(&config, &remote, &settings, &inputs))?;
@@ -135,7 +132,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(exit_code(report.any_failed()))
         }
         Command::Rewrite {
-            store,
+            store: _,
             remote,
             base,
             pin,
@@ -144,7 +141,6 @@ fn main() -> anyhow::Result<ExitCode> {
             all_http,
             paths,
         } => {
-            let config = load_config(&store)?;
             let mut settings = Settings::from_config(&config.article);
             settings.all_http = all_http;
             settings.own_bases.extend(remote.server.clone());
@@ -177,6 +173,35 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(exit_code(failed || report.any_failed()))
         }
     }
+}
+
+/// Logs to stderr (stdout is the commands' output: `prefetch --json`, `--diff`), as text
+/// or one JSON object per line. The filter is `IMGMIRROR_LOG`, else `RUST_LOG`, else
+/// `log.filter`.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let (filter, from) = ["IMGMIRROR_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|var| {
+            let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            Some((value, var))
+        })
+        .unwrap_or_else(|| (log.filter.clone(), "log.filter"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("{from} is not a valid log filter: {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Flattened: the event's fields sit at the top level of each object.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok(())
 }
 
 fn exit_code(failed: bool) -> ExitCode {

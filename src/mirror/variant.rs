@@ -8,6 +8,7 @@
 //! render pool, and keeps it like an original.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -38,10 +39,17 @@ impl Mirror {
         ]);
         let render = || async {
             let (src, spec, settings) = (original.bytes.clone(), spec.clone(), settings.clone());
+            let (metrics, started) = (self.metrics(), Instant::now());
+            // Counted as queued until a worker picks the job up (or it is refused).
+            let queued = metrics.render_queued();
             let rendered = self
                 .pool
-                .run(move || transform::render(&src, &spec, format, &settings))
+                .run(move || {
+                    drop(queued);
+                    transform::render(&src, &spec, format, &settings)
+                })
                 .await??;
+            metrics.render(format.as_str(), started.elapsed().as_secs_f64());
             tracing::debug!(variant = %name, %canonical, width = rendered.width, height = rendered.height, "rendered");
             Ok::<_, MirrorError>(Blob {
                 meta: Arc::new(ObjectMeta {
@@ -65,6 +73,8 @@ impl Mirror {
             blob,
             source,
             vary_accept,
+            original_sha256: original.meta.sha256.clone(),
+            pinned_by: Vec::new(),
         })
     }
 

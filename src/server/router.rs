@@ -2,7 +2,7 @@
 //! [`crate::url_grammar`], the one grammar the article rewriter writes too.
 //!
 //! - `GET|HEAD /?<URL>`, `/?url=…&…`, `/m/<sha256>[.<ext>]`: an image ([`Address`]).
-//! - `GET /healthz`, `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` (purge).
+//! - `GET /healthz` (alive), `GET /readyz` (store writable, index open), `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` (purge).
 //! - `OPTIONS` anywhere (preflight).
 //!
 //! Parsing only: nothing here touches the store or the network.
@@ -16,6 +16,7 @@ use crate::url_grammar::{self, Address};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
+    Ready,
     Metrics,
     Preflight,
     Prefetch,
@@ -32,6 +33,7 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Health => "healthz",
+            Route::Ready => "readyz",
             Route::Metrics => "metrics",
             Route::Preflight => "preflight",
             Route::Prefetch => "prefetch",
@@ -48,6 +50,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
     }
     let route = match path {
         "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
         "/metrics" => Route::Metrics,
         "/prefetch" if method == Method::POST => return Ok(Route::Prefetch),
         "/prefetch" => return Err(Error::MethodNotAllowed(method.clone())),
@@ -110,6 +113,7 @@ mod tests {
             route(&Method::HEAD, "/healthz", None).unwrap(),
             Route::Health
         );
+        assert_eq!(route(&Method::GET, "/readyz", None).unwrap(), Route::Ready);
         assert_eq!(
             route(&Method::POST, "/prefetch", None).unwrap(),
             Route::Prefetch

@@ -142,6 +142,25 @@ impl Index {
         db_err!(urls.len())
     }
 
+    /// Number of stored originals and their total size in bytes (one pass over the
+    /// `objects` table; for the store gauges at start-up).
+    pub fn object_totals(&self) -> Result<(u64, u64), IndexError> {
+        let txn = db_err!(self.db.begin_read())?;
+        let objects = db_err!(txn.open_table(OBJECTS))?;
+        let (mut count, mut bytes) = (0, 0);
+        for row in db_err!(objects.iter())? {
+            let (key, record) = db_err!(row)?;
+            let meta: ObjectMeta =
+                serde_json::from_slice(record.value()).map_err(|source| IndexError::Record {
+                    key: key.value().to_string(),
+                    source,
+                })?;
+            count += 1;
+            bytes += meta.bytes;
+        }
+        Ok((count, bytes))
+    }
+
     fn get<T: for<'de> Deserialize<'de>>(
         &self,
         table: TableDefinition<&str, &[u8]>,
@@ -216,6 +235,7 @@ mod tests {
         assert_eq!(index.url("http://a/1.jpg").unwrap().unwrap().sha256, "aa");
         assert_eq!(index.object("aa").unwrap().unwrap().extension, "jpg");
         assert_eq!(index.url_count().unwrap(), 2);
+        assert_eq!(index.object_totals().unwrap(), (1, 3));
         assert!(index.remove_url("http://a/1.jpg").unwrap());
         assert_eq!(index.url("http://a/1.jpg").unwrap(), None);
         assert!(index.object("aa").unwrap().is_some());

@@ -16,6 +16,7 @@
 //! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
 
 pub mod disk;
+mod health;
 pub mod index;
 mod pin;
 mod revalidate;
@@ -32,6 +33,7 @@ use url::Url;
 
 use crate::config::Config;
 pub use crate::hash::ContentHash;
+use crate::metrics::Metrics;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
 pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry};
@@ -145,15 +147,17 @@ pub struct Store {
     fresh: Duration,
     wait_timeout: Duration,
     stats: Stats,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// Opens (creating if needed) the data directory: clears stray temp files, opens the
-    /// index, builds the upstream client.
-    pub fn open(config: &Config) -> Result<Store, StoreError> {
+    /// index, builds the upstream client. Records into `metrics`.
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         let dir = &config.cache.dir;
         let disk = Disk::open(dir).map_err(|e| file_error("open the data directory", dir, e))?;
         let index = Index::open(&dir.join("index.redb")).map_err(index_error("open"))?;
+        health::report_usage(&index, &metrics);
         let fetcher =
             Fetcher::new(&config.upstream).map_err(|e| StoreError::Client(Arc::new(e)))?;
         let memory = Cache::builder()
@@ -182,6 +186,7 @@ impl Store {
             fresh: Duration::from_secs(config.cache.fresh_secs),
             wait_timeout: Duration::from_secs(config.upstream.timeout_secs + 15),
             stats: Stats::default(),
+            metrics,
         })
     }
 
@@ -248,7 +253,9 @@ impl Store {
         E: From<StoreError> + Send + Sync + 'static,
     {
         let key = format!("v:{name}");
-        if let Some(blob) = self.memory.get(&key).await {
+        let cached = self.memory.get(&key).await;
+        self.metrics.memory_cache(cached.is_some());
+        if let Some(blob) = cached {
             return Ok((blob, Source::Memory));
         }
         let source = Mutex::new(Source::Disk);
@@ -348,7 +355,7 @@ impl Store {
     /// First fetch of a URL: fetch, verify, hash, commit the file, then the index.
     async fn mirror(&self, url: &Url) -> Result<UrlEntry, StoreError> {
         self.stats.upstream_fetches.fetch_add(1, Ordering::Relaxed);
-        let image = match self.fetcher.fetch(url, None).await? {
+        let image = match self.fetch(url, None).await? {
             Fetched::Image(image) => image,
             // Only a conditional request can be answered "not modified".
             Fetched::NotModified(_) => {
@@ -422,7 +429,9 @@ impl Store {
     /// An object's bytes from memory, else from disk (then kept in memory).
     async fn object(&self, hash: &ContentHash) -> Result<(Blob, Source), StoreError> {
         let key = format!("o:{hash}");
-        if let Some(blob) = self.memory.get(&key).await {
+        let cached = self.memory.get(&key).await;
+        self.metrics.memory_cache(cached.is_some());
+        if let Some(blob) = cached {
             return Ok((blob, Source::Memory));
         }
         let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *hash);

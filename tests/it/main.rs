@@ -3,6 +3,7 @@
 
 mod articles;
 mod browser;
+mod cdn;
 mod headers;
 mod lifecycle;
 mod mirror;

@@ -186,11 +186,19 @@ pub async fn metrics_text(server: &Server) -> String {
 }
 
 /// The sum of every sample of series `name` in a `/metrics` text, over all its label
-/// sets (0 when it has none yet); panics if the series is not exposed at all.
+/// sets (0 when it has none yet). `name` may include a label set, as the text spells it
+/// (`imgmirror_renders_total{format="webp"}`), or a histogram suffix (`_count`). Panics
+/// if the series is not exposed at all.
 pub fn metric_in(text: &str, name: &str) -> f64 {
+    let base = name.split('{').next().unwrap();
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| base.strip_suffix(suffix))
+        .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+        .unwrap_or(base);
     assert!(
         text.lines()
-            .any(|l| l.starts_with(&format!("# TYPE {name} "))),
+            .any(|l| l.starts_with(&format!("# TYPE {family} "))),
         "no series {name} in {text}"
     );
     text.lines()

@@ -10,3 +10,4 @@ mod mirror;
 mod ssrf;
 mod support;
 mod transform;
+mod varnish;

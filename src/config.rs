@@ -143,8 +143,7 @@ impl Default for UpstreamConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ResponseConfig {
     /// Cache-Control for images served by upstream URL (`/?…`, originals and variants):
-    /// they may change upstream, so never `immutable`. Default
-    /// `public, max-age=86400, stale-while-revalidate=604800, stale-if-error=604800`.
+    /// they may change upstream, so never `immutable`. Default: see below.
     pub cache_control_proxy: String,
     /// Cache-Control for content-addressed permalinks (`/m/<sha256>`, originals and
     /// variants): their bytes never change. Default `public, max-age=31536000, immutable`.
@@ -171,7 +170,13 @@ impl Default for ResponseConfig {
 
 impl ResponseConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in [
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let values = [
             ("response.cache_control_proxy", &self.cache_control_proxy),
             (
                 "response.cache_control_permalink",
@@ -182,25 +187,15 @@ impl ResponseConfig {
                 &self.cache_control_not_found,
             ),
             ("response.cache_control_error", &self.cache_control_error),
-        ] {
-            if value.is_empty() || !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-                return Err(ConfigError::Invalid {
-                    key,
-                    message: "must be a non-empty header value of printable ASCII".into(),
-                });
-            }
+        ];
+        let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (b' '..=b'~').contains(&b));
+        if let Some((key, _)) = values.into_iter().find(|(_, v)| !printable(v)) {
+            return invalid(key, "must be a non-empty header value of printable ASCII");
         }
-        if self
-            .cache_control_proxy
-            .to_ascii_lowercase()
-            .contains("immutable")
-        {
-            return Err(ConfigError::Invalid {
-                key: "response.cache_control_proxy",
-                message: "must not be immutable: an upstream URL can change (only \
-                          content-addressed /m/ URLs are)"
-                    .into(),
-            });
+        let proxy = self.cache_control_proxy.to_ascii_lowercase();
+        if proxy.contains("immutable") {
+            let why = "must not be immutable: an upstream URL can change (/m/ URLs cannot)";
+            return invalid("response.cache_control_proxy", why);
         }
         Ok(())
     }
@@ -595,22 +590,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.filter, "warn,imgmirror=debug");
-        assert_eq!(
-            config.metrics.listen_addr(),
-            Some("127.0.0.1:9090".parse().unwrap())
-        );
+        let listen = config.metrics.listen_addr().map(|a| a.to_string());
+        assert_eq!(listen.as_deref(), Some("127.0.0.1:9090"));
         assert_eq!(Config::default().metrics.listen_addr(), None);
         for (text, key) in [
-            ("[log]\nformat = \"xml\"\n", "format"),
-            ("[log]\nfilter = \"imgmirror=loud\"\n", "log.filter"),
-            ("[metrics]\nlisten = \"nowhere\"\n", "metrics.listen"),
+            (r#"log = { format = "xml" }"#, "format"),
+            (r#"log = { filter = "imgmirror=loud" }"#, "log.filter"),
+            (r#"metrics = { listen = "nowhere" }"#, "metrics.listen"),
             (
-                "[response]\ncache_control_proxy = \"public, max-age=60, immutable\"\n",
-                "response.cache_control_proxy",
+                r#"response = { cache_control_proxy = "max-age=9, immutable" }"#,
+                "_proxy",
             ),
             (
-                "[response]\ncache_control_not_found = \"\"\n",
-                "response.cache_control_not_found",
+                r#"response = { cache_control_not_found = "" }"#,
+                "_not_found",
             ),
         ] {
             let err = load_str(text, &[]).unwrap_err();

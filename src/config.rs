@@ -44,6 +44,8 @@ pub struct Config {
     pub transform: crate::transform::Settings,
     pub admin: AdminConfig,
     pub article: ArticleConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,21 +163,108 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponseConfig {
-    /// Cache-Control for images served by upstream URL (`/?…`): they may change upstream.
+    /// Cache-Control for images served by upstream URL (`/?…`, originals and variants):
+    /// they may change upstream, so never `immutable`. Default: see below.
     pub cache_control_proxy: String,
-    /// Cache-Control for content-addressed permalinks (`/m/<sha256>`): their bytes never change.
+    /// Cache-Control for content-addressed permalinks (`/m/<sha256>`, originals and
+    /// variants): their bytes never change. Default `public, max-age=31536000, immutable`.
     pub cache_control_permalink: String,
-    /// Cache-Control for error responses.
+    /// Cache-Control for 404s (unknown route, hash, or upstream 404): short, since the
+    /// image may appear. Default `public, max-age=60`.
+    pub cache_control_not_found: String,
+    /// Cache-Control for the other 4xx errors. 5xx and 429 are always `no-store`.
+    /// Default `public, max-age=30`.
     pub cache_control_error: String,
 }
 
 impl Default for ResponseConfig {
     fn default() -> Self {
         ResponseConfig {
-            cache_control_proxy: "public, max-age=86400, stale-while-revalidate=604800".into(),
+            cache_control_proxy:
+                "public, max-age=86400, stale-while-revalidate=604800, stale-if-error=604800".into(),
             cache_control_permalink: "public, max-age=31536000, immutable".into(),
+            cache_control_not_found: "public, max-age=60".into(),
             cache_control_error: "public, max-age=30".into(),
         }
+    }
+}
+
+impl ResponseConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let values = [
+            ("response.cache_control_proxy", &self.cache_control_proxy),
+            (
+                "response.cache_control_permalink",
+                &self.cache_control_permalink,
+            ),
+            (
+                "response.cache_control_not_found",
+                &self.cache_control_not_found,
+            ),
+            ("response.cache_control_error", &self.cache_control_error),
+        ];
+        let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (b' '..=b'~').contains(&b));
+        if let Some((key, _)) = values.into_iter().find(|(_, v)| !printable(v)) {
+            return invalid(key, "must be a non-empty header value of printable ASCII");
+        }
+        let proxy = self.cache_control_proxy.to_ascii_lowercase();
+        if proxy.contains("immutable") {
+            let why = "must not be immutable: an upstream URL can change (/m/ URLs cannot)";
+            return invalid("response.cache_control_proxy", why);
+        }
+        Ok(())
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// Filter (`RUST_LOG` syntax, e.g. `info,imgmirror=debug`) used when neither
+    /// `IMGMIRROR_LOG` nor `RUST_LOG` is set. Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate address for `/metrics` (e.g. `127.0.0.1:9090`), so the series are not
+    /// public; then the main listener answers `/metrics` with 404. Empty = `/metrics` is
+    /// served on `server.listen`. Default `""`.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The separate metrics address, if one is configured (and valid).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.trim().parse().ok()
     }
 }
 
@@ -317,6 +406,13 @@ impl Config {
                 );
             }
         }
+        self.response.validate()?;
+        if !self.metrics.listen.trim().is_empty() && self.metrics.listen_addr().is_none() {
+            return invalid("metrics.listen", "must be an ip:port address, or empty");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return invalid("log.filter", &e.to_string());
+        }
         if let Err(e) = self.transform.validate() {
             return Err(ConfigError::Invalid {
                 key: "transform",
@@ -363,7 +459,7 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 9] = [
         "server",
         "cache",
         "upstream",
@@ -371,6 +467,8 @@ fn apply_env(
         "transform",
         "admin",
         "article",
+        "log",
+        "metrics",
     ];
     for (var, raw) in vars {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
@@ -381,7 +479,7 @@ fn apply_env(
             continue;
         };
         if !SECTIONS.contains(&section) {
-            // IMGMIRROR_LOG and friends are not config keys.
+            // IMGMIRROR_LOG (the log filter, no key after the section) is not a config key.
             continue;
         }
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -507,5 +605,39 @@ mod tests {
         .unwrap();
         assert_eq!(config.article.front_matter_size(), Some((960, 540)));
         assert_eq!(config.article.worker_prefixes, ["https://a.workers.dev/?"]);
+    }
+
+    #[test]
+    fn log_metrics_and_cache_control_keys() {
+        let config = load_str(
+            "[log]\nformat = \"json\"\n",
+            &[
+                ("IMGMIRROR_METRICS_LISTEN", "127.0.0.1:9090"),
+                ("IMGMIRROR_LOG_FILTER", "warn,imgmirror=debug"),
+                ("IMGMIRROR_LOG", "trace"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.filter, "warn,imgmirror=debug");
+        let listen = config.metrics.listen_addr().map(|a| a.to_string());
+        assert_eq!(listen.as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(Config::default().metrics.listen_addr(), None);
+        for (text, key) in [
+            (r#"log = { format = "xml" }"#, "format"),
+            (r#"log = { filter = "imgmirror=loud" }"#, "log.filter"),
+            (r#"metrics = { listen = "nowhere" }"#, "metrics.listen"),
+            (
+                r#"response = { cache_control_proxy = "max-age=9, immutable" }"#,
+                "_proxy",
+            ),
+            (
+                r#"response = { cache_control_not_found = "" }"#,
+                "_not_found",
+            ),
+        ] {
+            let err = load_str(text, &[]).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
     }
 }

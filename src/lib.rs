@@ -16,11 +16,13 @@
 //! - [`url_grammar`]: the shapes of imgmirror URLs, parsed and written (leaf).
 //! - [`hash`]: `ContentHash`, the SHA-256 that names everything stored (leaf).
 //! - [`config`]: the one config struct; file, then environment, then flags (leaf).
+//! - [`metrics`]: the Prometheus series and the functions that record them (leaf).
 
 pub mod article;
 pub mod config;
 pub mod error;
 pub mod hash;
+pub mod metrics;
 pub mod mirror;
 pub mod server;
 pub mod store;

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use imgmirror::article::prefetch::{self, ImageReport, Options, PrefetchReport, Via};
 use imgmirror::article::remote::Remote;
 use imgmirror::article::{Mode, Settings, Target};
-use imgmirror::config::{Config, DEFAULT_CONFIG_PATH};
+use imgmirror::config::{Config, DEFAULT_CONFIG_PATH, LogConfig, LogFormat};
 use imgmirror::mirror::Mirror;
 
 mod store_commands;
@@ -167,20 +167,23 @@ struct RemoteArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        // Logs go to stderr: stdout is the commands' output (`prefetch --json`, `--diff`).
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IMGMIRROR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    // The config says how to log, so it is read first; its errors are printed by main.
+    let config = load_config(match &cli.command {
+        Command::Serve { store, .. }
+        | Command::Prefetch { store, .. }
+        | Command::Rewrite { store, .. }
+        | Command::Purge { store, .. }
+        | Command::Verify { store, .. }
+        | Command::Stats { store, .. }
+        | Command::Export { store, .. }
+        | Command::Import { store, .. } => store,
+    })?;
+    init_logging(&config.log)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
-        Command::Serve { store, listen } => {
-            let mut config = load_config(&store)?;
+        Command::Serve { store: _, listen } => {
+            let mut config = config;
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
@@ -188,12 +191,11 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Prefetch {
-            store,
+            store: _,
             remote,
             json,
             inputs,
         } => {
-            let config = load_config(&store)?;
             let mut settings = Settings::from_config(&config.article);
             settings.own_bases.extend(remote.server.clone());
             let report = runtime.block_on(prefetch_cmd(&config, &remote, &settings, &inputs))?;
@@ -205,7 +207,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(exit_code(report.any_failed()))
         }
         Command::Rewrite {
-            store,
+            store: _,
             remote,
             base,
             pin,
@@ -214,7 +216,6 @@ fn main() -> anyhow::Result<ExitCode> {
             all_http,
             paths,
         } => {
-            let config = load_config(&store)?;
             let mut settings = Settings::from_config(&config.article);
             settings.all_http = all_http;
             settings.own_bases.extend(remote.server.clone());
@@ -246,40 +247,35 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(exit_code(failed || report.any_failed()))
         }
-        Command::Purge { store, target } => {
-            let config = load_config(&store)?;
-            runtime.block_on(ops::purge(
-                &config,
-                target.url,
-                target.sha256,
-                target.article,
-            ))
-        }
+        Command::Purge { store: _, target } => runtime.block_on(ops::purge(
+            &config,
+            target.url,
+            target.sha256,
+            target.article,
+        )),
         Command::Verify {
-            store,
+            store: _,
             repair,
             json,
-        } => ops::verify(&load_config(&store)?, repair, json),
+        } => ops::verify(&config, repair, json),
         Command::Stats {
-            store,
+            store: _,
             remote,
             json,
         } => {
-            let config = load_config(&store)?;
             let server = remote_of(&config, &remote)?;
             runtime.block_on(ops::stats(&config, server, json))
         }
         Command::Export {
-            store,
+            store: _,
             remote,
             out,
             with_variants,
         } => {
-            let config = load_config(&store)?;
             let server = remote_of(&config, &remote)?;
             runtime.block_on(ops::export(&config, server, &out, with_variants))
         }
-        Command::Import { store, file } => ops::import(&load_config(&store)?, &file),
+        Command::Import { store: _, file } => ops::import(&config, &file),
     }
 }
 
@@ -296,6 +292,35 @@ fn remote_of(config: &Config, remote: &RemoteArgs) -> anyhow::Result<Option<(Str
         anyhow::bail!("--server needs the admin token: pass --token or set admin.token");
     }
     Ok(Some((server.trim_end_matches('/').to_owned(), token)))
+}
+
+/// Logs to stderr (stdout is the commands' output: `prefetch --json`, `--diff`), as text
+/// or one JSON object per line. The filter is `IMGMIRROR_LOG`, else `RUST_LOG`, else
+/// `log.filter`.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let (filter, from) = ["IMGMIRROR_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|var| {
+            let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            Some((value, var))
+        })
+        .unwrap_or_else(|| (log.filter.clone(), "log.filter"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("{from} is not a valid log filter: {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Flattened: the event's fields sit at the top level of each object.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok(())
 }
 
 fn exit_code(failed: bool) -> ExitCode {
@@ -411,34 +436,49 @@ fn load_config(args: &StoreArgs) -> anyhow::Result<Config> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives while the store opens (or before the accept
+    // loop first polls the shutdown future) must stop us gracefully, not kill us.
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let state = imgmirror::server::State::new(config).context("opening the store")?;
-    imgmirror::server::run(listener, state, shutdown_signal()).await?;
+    imgmirror::server::run(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let (interrupt, terminate) = signals;
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
 }

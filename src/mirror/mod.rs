@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::hash::ContentHash;
+use crate::metrics::Metrics;
 use crate::store::archive::ArchiveReport;
 use crate::store::inventory::Inventory;
 use crate::store::{
@@ -97,6 +98,11 @@ pub struct Image {
     pub source: Source,
     /// The format depended on `Accept`: a response needs `Vary: Accept`.
     pub vary_accept: bool,
+    /// SHA-256 of the original this image is (or was rendered from): what a CDN purge of
+    /// "everything derived from one image" names.
+    pub original_sha256: String,
+    /// Articles that pin the original's URL (empty when served by hash or not pinned).
+    pub pinned_by: Vec<String>,
 }
 
 pub struct Mirror {
@@ -116,7 +122,7 @@ const EXPENSIVE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 impl Mirror {
     /// Opens the store in `config.cache.dir` and starts the render pool.
     pub fn open(config: &Config) -> Result<Mirror, MirrorError> {
-        let store = Arc::new(Store::open(config)?);
+        let store = Arc::new(Store::open(config, Arc::new(Metrics::new()))?);
         store.start_maintenance();
         let pool = transform::Pool::from_settings(&config.transform);
         Ok(Mirror {
@@ -134,6 +140,16 @@ impl Mirror {
     /// Counters that prove work was (not) repeated: fetches, revalidations, renders.
     pub fn stats(&self) -> &Stats {
         self.store.stats()
+    }
+
+    /// The series this mirror records into (and `/metrics` shows).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.store.metrics()
+    }
+
+    /// Whether the store can take writes and the index answers (`/readyz`).
+    pub async fn ready(&self) -> Result<(), MirrorError> {
+        Ok(self.store.check_ready().await?)
     }
 
     /// Parses transform options; `None` when there are none (the original is wanted).
@@ -155,14 +171,23 @@ impl Mirror {
             Address::Proxy { upstream, .. } => self.original(upstream).await?,
             Address::Permalink { hash, .. } => self.original_by_hash(hash).await?,
         };
-        match spec {
-            None => Ok(Image {
+        let pinned_by = original
+            .entry
+            .as_ref()
+            .map(|e| e.pinned_by.clone())
+            .unwrap_or_default();
+        let mut image = match spec {
+            None => Image {
+                original_sha256: original.blob.meta.sha256.clone(),
                 blob: original.blob,
                 source: original.source,
                 vary_accept: false,
-            }),
-            Some(spec) => self.variant(&original.blob, &spec, accept).await,
-        }
+                pinned_by: Vec::new(),
+            },
+            Some(spec) => self.variant(&original.blob, &spec, accept).await?,
+        };
+        image.pinned_by = pinned_by;
+        Ok(image)
     }
 
     /// The mirrored original for an upstream URL, fetching it on first use.

@@ -7,6 +7,8 @@
 //! renders it at most once however many requests ask at the same time, on the bounded
 //! render pool, and keeps it like an original.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::{Image, Mirror, MirrorError};
@@ -40,10 +42,17 @@ impl Mirror {
         ]);
         let render = || async {
             let (src, spec, settings) = (original.bytes.clone(), spec.clone(), settings.clone());
+            let (metrics, started) = (self.metrics(), Instant::now());
+            // Counted as queued until a worker picks the job up (or it is refused).
+            let queued = metrics.render_queued();
             let rendered = self
                 .pool
-                .run(move || transform::render(&src, &spec, format, &settings))
+                .run(move || {
+                    drop(queued);
+                    transform::render(&src, &spec, format, &settings)
+                })
                 .await??;
+            metrics.render(format.as_str(), started.elapsed().as_secs_f64());
             tracing::debug!(variant = %name, %canonical, width = rendered.width, height = rendered.height, "rendered");
             let meta = ObjectMeta {
                 sha256: name.to_hex(),
@@ -75,6 +84,8 @@ impl Mirror {
             blob,
             source,
             vary_accept,
+            original_sha256: original.meta.sha256.clone(),
+            pinned_by: Vec::new(),
         })
     }
 

@@ -3,13 +3,18 @@
 //!
 //! [`run`] takes a bound listener, the shared [`State`] and a shutdown future, so the
 //! binary and the tests start exactly the same server. HTTP/1.1 and cleartext HTTP/2
-//! are both served (hyper-util's auto builder detects the preface).
+//! are both served (hyper-util's auto builder detects the preface). With
+//! `metrics.listen` set, `run` also serves `/metrics` (and the probes) on that address
+//! only.
 //!
 //! The server owns no image logic: it parses the request ([`router`]), calls the service
 //! layer ([`crate::mirror`]), and turns the answer or the error into a response
-//! ([`response`]).
+//! ([`response`]). Per request it writes one access line and records the request series
+//! ([`crate::metrics`]); [`access`] makes the request id and redacts the upstream URL.
 
+mod access;
 mod admin;
+mod range;
 pub mod response;
 pub mod router;
 
@@ -17,7 +22,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
@@ -33,18 +37,21 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{Chain, Error};
-use crate::mirror::{Mirror, MirrorError};
+use crate::metrics;
+use crate::mirror::{Mirror, MirrorError, Purge};
 use crate::store::Source;
 use crate::url_grammar::Address;
 use response::{Body, ImageHeaders};
 use router::Route;
 
+/// Connections the separate metrics listener serves at once (scrapers and probes).
+const METRICS_CONNECTIONS: usize = 16;
+
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
     pub config: Config,
     pub mirror: Arc<Mirror>,
-    next_request_id: AtomicU64,
-    open_connections: AtomicUsize,
+    request_ids: access::RequestIds,
 }
 
 impl State {
@@ -54,21 +61,63 @@ impl State {
         Ok(Arc::new(State {
             config,
             mirror,
-            next_request_id: AtomicU64::new(1),
-            open_connections: AtomicUsize::new(0),
+            request_ids: access::RequestIds::default(),
         }))
     }
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// `server.listen`: everything (but `/metrics` when it has its own address).
+    Main,
+    /// `metrics.listen`: `/metrics`, `/healthz`, `/readyz` only.
+    Metrics,
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests
-/// `server.shutdown_grace_secs` to finish.
+/// `server.shutdown_grace_secs` to finish. Binds `metrics.listen` first when it is set.
 pub async fn run(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let metrics_task = match state.config.metrics.listen_addr() {
+        Some(addr) => {
+            let metrics_listener = TcpListener::bind(addr).await?;
+            let state = state.clone();
+            Some(tokio::spawn(async move {
+                serve(
+                    metrics_listener,
+                    state,
+                    Listener::Metrics,
+                    std::future::pending(),
+                )
+                .await
+            }))
+        }
+        None => None,
+    };
+    let served = serve(listener, state, Listener::Main, shutdown).await;
+    // Scrapes need no draining: the metrics listener just stops with the server.
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    served
+}
+
+/// One listener's accept loop, until `shutdown`.
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    which: Listener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let server = &state.config.server;
-    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let slots = Arc::new(Semaphore::new(match which {
+        Listener::Main => server.max_connections,
+        Listener::Metrics => METRICS_CONNECTIONS,
+    }));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -76,7 +125,7 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs));
     builder.http2().timer(TokioTimer::new());
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    tracing::info!(addr = %listener.local_addr()?, listener = ?which, "listening");
 
     tokio::pin!(shutdown);
     loop {
@@ -103,18 +152,18 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let handler_state = state.clone();
-        let service = service_fn(move |request| handle(handler_state.clone(), request, peer));
+        let service =
+            service_fn(move |request| handle(handler_state.clone(), request, peer, which));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         let state = state.clone();
         tokio::spawn(async move {
-            state.open_connections.fetch_add(1, Ordering::Relaxed);
+            let _open = state.mirror.metrics().connection();
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            state.open_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
@@ -137,28 +186,39 @@ pub async fn run(
 struct Outcome {
     route: &'static str,
     source: Option<Source>,
+    /// The upstream URL, redacted, for proxied images and purges.
+    upstream: Option<String>,
 }
 
 async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    which: Listener,
 ) -> Result<Response<Body>, Infallible> {
-    let id = state.next_request_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let span = tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path());
+    let id = state
+        .request_ids
+        .for_request(request.headers().get("x-request-id"));
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", %id);
     let mut outcome = Outcome {
         route: "unrouted",
         source: None,
+        upstream: None,
     };
     let (parts, body) = request.into_parts();
-    let result = dispatch(&state, &parts, body, &mut outcome)
+    let result = dispatch(&state, &parts, body, which, &mut outcome)
         .instrument(span.clone())
         .await;
+    let metrics = state.mirror.metrics();
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             let (status, code) = error.status_and_code();
+            if let Some(what) = access::overload(&error) {
+                metrics.overloaded(what);
+            }
             if status.is_server_error() {
                 tracing::warn!(parent: &span, %code, error = %Chain(&error), "request failed");
             } else {
@@ -167,21 +227,38 @@ async fn handle(
             response::error(&error, &state.config.response)
         }
     };
-    response.headers_mut().insert(
-        HeaderName::from_static("x-request-id"),
-        HeaderValue::from(id),
-    );
-    let bytes = hyper::body::Body::size_hint(response.body())
-        .exact()
-        .unwrap_or(0);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let status = response.status();
+    let bytes = if method == http::Method::HEAD {
+        0
+    } else {
+        hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0)
+    };
+    let latency = started.elapsed().as_secs_f64();
+    metrics.request(outcome.route, status.as_u16(), latency);
+    if let Some(source) = outcome.source
+        && status.is_success()
+    {
+        metrics.served(source.as_str(), bytes);
+    }
+    // The access line stands alone (no span prefix), so every field is on it.
     tracing::info!(
-        parent: &span,
+        parent: None,
+        id = %id,
         %peer,
+        method = %method,
         route = outcome.route,
-        status = response.status().as_u16(),
+        upstream = outcome.upstream.as_deref().unwrap_or("-"),
+        status = status.as_u16(),
         source = outcome.source.map_or("-", Source::as_str),
         bytes,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = latency * 1000.0,
         "served"
     );
     Ok(response)
@@ -191,92 +268,101 @@ async fn dispatch(
     state: &Arc<State>,
     request: &http::request::Parts,
     body: Incoming,
+    which: Listener,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
     let uri = &request.uri;
     let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
+    let separate_metrics = state.config.metrics.listen_addr().is_some();
+    match (&route, which) {
+        (Route::Health | Route::Ready | Route::Metrics, Listener::Metrics) => {}
+        (_, Listener::Metrics) => return Err(Error::NotFound(uri.path().to_string())),
+        (Route::Metrics, Listener::Main) if separate_metrics => {
+            return Err(Error::NotFound(
+                "/metrics is served on metrics.listen".to_string(),
+            ));
+        }
+        _ => {}
+    }
     match route {
         // The only route with a request body.
         Route::Prefetch => admin::prefetch(state, request, body).await,
-        route => serve(state, request, route, outcome).await,
+        route => answer(state, request, route, outcome).await,
     }
 }
 
 /// Answers every bodiless route.
-async fn serve(
+async fn answer(
     state: &Arc<State>,
     request: &http::request::Parts,
     route: Route,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
-    let config = &state.config.response;
     match route {
         Route::Health => Ok(response::text(StatusCode::OK, "ok\n".into(), "text/plain")),
+        Route::Ready => Ok(match state.mirror.ready().await {
+            Ok(()) => response::text(StatusCode::OK, "ready\n".into(), "text/plain"),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "not ready");
+                response::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", Chain(&e)),
+                    "text/plain",
+                )
+            }
+        }),
         Route::Metrics => Ok(response::text(
             StatusCode::OK,
-            metrics(state),
-            "text/plain; version=0.0.4",
+            state.mirror.metrics().encode(),
+            metrics::CONTENT_TYPE,
         )),
         Route::Preflight => Ok(response::preflight(&request.headers)),
         Route::Prefetch => Err(Error::MethodNotAllowed(http::Method::GET)),
-        Route::Purge(what) => admin::purge(state, &request.headers, &what).await,
+        Route::Purge(what) => {
+            if let Purge::Url(upstream) = &what {
+                outcome.upstream = Some(access::redacted(upstream));
+            }
+            admin::purge(state, &request.headers, &what).await
+        }
         Route::Stats => admin::stats(state, &request.headers).await,
         Route::Export { variants } => admin::export(state, &request.headers, variants),
-        Route::Image(address) => {
-            let accept = request
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let image = state.mirror.image(&address, accept).await?;
-            outcome.source = Some(image.source);
-            let (cache_control, canonical) = match &address {
-                Address::Proxy { upstream, .. } => {
-                    (&config.cache_control_proxy, Some(upstream.as_str()))
-                }
-                Address::Permalink { .. } => (&config.cache_control_permalink, None),
-            };
-            let headers = ImageHeaders {
-                cache_control,
-                etag: &image.blob.meta.sha256,
-                canonical,
-                vary_accept: image.vary_accept,
-                source: image.source,
-            };
-            Ok(response::image(&request.headers, &image.blob, headers))
-        }
+        Route::Image(address) => image(state, request, &address, outcome).await,
     }
 }
 
-/// Prometheus text exposition of the counters that matter for operations.
-fn metrics(state: &State) -> String {
-    let stats = state.mirror.stats();
-    let counters = [
-        (
-            "imgmirror_upstream_fetches_total",
-            "First fetches of upstream URLs.",
-            stats.upstream_fetches.load(Ordering::Relaxed),
-        ),
-        (
-            "imgmirror_revalidations_total",
-            "Background revalidations of mirrored URLs.",
-            stats.revalidations.load(Ordering::Relaxed),
-        ),
-        (
-            "imgmirror_renders_total",
-            "Variants rendered (resized / re-encoded).",
-            stats.renders.load(Ordering::Relaxed),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, help, value) in counters {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
+async fn image(
+    state: &Arc<State>,
+    request: &http::request::Parts,
+    address: &Address,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, Error> {
+    let config = &state.config.response;
+    if let Address::Proxy { upstream, .. } = address {
+        outcome.upstream = Some(access::redacted(upstream));
     }
-    let open = state.open_connections.load(Ordering::Relaxed);
-    out.push_str(&format!(
-        "# HELP imgmirror_open_connections Client connections open.\n# TYPE imgmirror_open_connections gauge\nimgmirror_open_connections {open}\n"
-    ));
-    out
+    let accept = request
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let image = state.mirror.image(address, accept).await?;
+    outcome.source = Some(image.source);
+    let (cache_control, canonical, host) = match address {
+        Address::Proxy { upstream, .. } => (
+            &config.cache_control_proxy,
+            Some(upstream.as_str()),
+            upstream.host_str(),
+        ),
+        Address::Permalink { .. } => (&config.cache_control_permalink, None, None),
+    };
+    let keys = response::surrogate_keys(&image.original_sha256, host, &image.pinned_by);
+    let headers = ImageHeaders {
+        cache_control,
+        etag: &image.blob.meta.sha256,
+        canonical,
+        vary_accept: image.vary_accept,
+        source: image.source,
+        surrogate_keys: &keys,
+    };
+    Ok(response::image(&request.headers, &image.blob, headers))
 }

@@ -1,5 +1,6 @@
-//! Building responses: the headers every image carries, conditional requests, and the
-//! JSON error body.
+//! Building responses: the headers every image carries (validators, per-route
+//! `Cache-Control`, surrogate keys for CDN purges, `Accept-Ranges`), conditional and range
+//! requests, and the JSON error body with its status-dependent `Cache-Control`.
 //!
 //! Statuses come from [`Error::status_and_code`] (in [`crate::error`], the one mapping);
 //! the error body carries its stable kebab-case `code` and a lowercase human `message`.
@@ -13,9 +14,23 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
+use super::range::{self, Ranged};
 use crate::config::ResponseConfig;
 use crate::error::Error;
 use crate::store::{Blob, Source};
+
+/// Longest `Surrogate-Key` / `Cache-Tag` value sent; article keys beyond it are left out
+/// (CDNs cap the header at 16 KiB, and the image and host keys come first).
+const MAX_SURROGATE_KEYS_LEN: usize = 8 * 1024;
+
+/// Characters that cannot appear in a surrogate key: the separators of `Surrogate-Key`
+/// (space) and `Cache-Tag` (comma), quotes, and `%` itself, so encoding is reversible.
+const KEY_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b',')
+    .add(b'"')
+    .add(b'%')
+    .add(b'\\');
 
 /// Every response body: boxed, so a streamed answer (`POST /prefetch`'s NDJSON) and a
 /// buffered image share one type. A boxed `Full` still reports its exact size.
@@ -57,31 +72,94 @@ pub struct ImageHeaders<'a> {
     pub canonical: Option<&'a str>,
     pub vary_accept: bool,
     pub source: Source,
+    /// `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated); see
+    /// [`surrogate_keys`].
+    pub surrogate_keys: &'a [String],
 }
 
-/// A 200 (or 304, when the request's validators match) for `blob`. For HEAD, hyper
-/// sends the same headers and no body.
+/// The purge keys of an image: `sha256:<original's hash>` (everything derived from one
+/// original), `host:<upstream host>` and `article:<id>` for each article that pins it,
+/// ids percent-encoded where they hold a separator.
+pub fn surrogate_keys(
+    original_sha256: &str,
+    host: Option<&str>,
+    articles: &[String],
+) -> Vec<String> {
+    let mut keys = vec![format!("sha256:{original_sha256}")];
+    keys.extend(host.map(|h| format!("host:{h}")));
+    let mut len: usize = keys.iter().map(|k| k.len() + 1).sum();
+    for article in articles {
+        let key = format!(
+            "article:{}",
+            percent_encoding::utf8_percent_encode(article, KEY_UNSAFE)
+        );
+        len += key.len() + 1;
+        if len > MAX_SURROGATE_KEYS_LEN {
+            break;
+        }
+        keys.push(key);
+    }
+    keys
+}
+
+/// The answer for `blob`: 304 when the request's validators match, else 206 for one
+/// satisfiable range, 416 for an unsatisfiable one, else 200. For HEAD, hyper sends the
+/// same headers and no body.
 pub fn image(request: &HeaderMap, blob: &Blob, h: ImageHeaders<'_>) -> Response<Body> {
     let etag = format!("\"{}\"", h.etag);
     let last_modified =
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(blob.meta.created));
-    let not_modified = is_not_modified(request, &etag, blob.meta.created);
-    let mut response = if not_modified {
-        let mut r = Response::new(Body::default());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+    let total = blob.bytes.len() as u64;
+    let mut response = if is_not_modified(request, &etag, blob.meta.created) {
+        status_only(StatusCode::NOT_MODIFIED)
     } else {
-        let mut r = Response::new(full(blob.bytes.clone()));
-        let headers = r.headers_mut();
-        insert(headers, header::CONTENT_TYPE, &blob.meta.media_type);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.bytes.len()));
-        r
+        match range::choose(request, &etag, &last_modified, total) {
+            Ranged::Full => body(StatusCode::OK, blob.bytes.clone(), &blob.meta.media_type),
+            Ranged::Partial { start, end } => {
+                // Both bounds are below `total`, which came from a usize.
+                let part = blob.bytes.slice(start as usize..=end as usize);
+                let mut r = body(StatusCode::PARTIAL_CONTENT, part, &blob.meta.media_type);
+                insert(
+                    r.headers_mut(),
+                    header::CONTENT_RANGE,
+                    &format!("bytes {start}-{end}/{total}"),
+                );
+                r
+            }
+            Ranged::Unsatisfiable => {
+                let mut r = status_only(StatusCode::RANGE_NOT_SATISFIABLE);
+                insert(
+                    r.headers_mut(),
+                    header::CONTENT_RANGE,
+                    &format!("bytes */{total}"),
+                );
+                r
+            }
+        }
+    };
+    let cache_control = if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        "no-store"
+    } else {
+        h.cache_control
     };
     let headers = response.headers_mut();
     common_headers(headers);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     insert(headers, header::ETAG, &etag);
     insert(headers, header::LAST_MODIFIED, &last_modified);
-    insert(headers, header::CACHE_CONTROL, h.cache_control);
+    insert(headers, header::CACHE_CONTROL, cache_control);
+    if !h.surrogate_keys.is_empty() {
+        insert(
+            headers,
+            HeaderName::from_static("surrogate-key"),
+            &h.surrogate_keys.join(" "),
+        );
+        insert(
+            headers,
+            HeaderName::from_static("cache-tag"),
+            &h.surrogate_keys.join(","),
+        );
+    }
     if h.vary_accept {
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
@@ -97,6 +175,22 @@ pub fn image(request: &HeaderMap, blob: &Blob, h: ImageHeaders<'_>) -> Response<
         HeaderValue::from_static(h.source.as_str()),
     );
     response
+}
+
+fn status_only(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = status;
+    r
+}
+
+fn body(status: StatusCode, bytes: Bytes, media_type: &str) -> Response<Body> {
+    let len = bytes.len();
+    let mut r = Response::new(full(bytes));
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    insert(headers, header::CONTENT_TYPE, media_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
 }
 
 /// RFC 9110 §13.1: If-None-Match (weak comparison) wins; If-Modified-Since is only
@@ -174,15 +268,30 @@ fn json(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    insert(headers, header::CACHE_CONTROL, &config.cache_control_error);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    insert(
+        headers,
+        header::CACHE_CONTROL,
+        error_cache_control(status, config),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if let Error::Unauthorized(_) = error {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+/// A CDN must not keep a failure of ours (5xx) or a "slow down" (429): the next request
+/// may well succeed. A 404 is kept briefly (the image may appear), other 4xx a little.
+fn error_cache_control(status: StatusCode, config: &ResponseConfig) -> &str {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        "no-store"
+    } else if status == StatusCode::NOT_FOUND {
+        &config.cache_control_not_found
+    } else {
+        &config.cache_control_error
+    }
 }
 
 /// A small plain-text response (health, metrics).
@@ -207,6 +316,41 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_cached_by_status() {
+        let config = ResponseConfig::default();
+        let cc = |status: u16| error_cache_control(StatusCode::from_u16(status).unwrap(), &config);
+        assert_eq!(cc(404), "public, max-age=60");
+        assert_eq!(cc(400), "public, max-age=30");
+        assert_eq!(cc(415), "public, max-age=30");
+        for status in [429, 500, 502, 503, 504] {
+            assert_eq!(cc(status), "no-store", "{status}");
+        }
+    }
+
+    #[test]
+    fn surrogate_keys_name_the_original_host_and_articles() {
+        let keys = surrogate_keys(
+            "ab12",
+            Some("img.example"),
+            &["post 1".into(), "a,b".into(), "sha256:99".into()],
+        );
+        assert_eq!(
+            keys,
+            [
+                "sha256:ab12",
+                "host:img.example",
+                "article:post%201",
+                "article:a%2Cb",
+                "article:sha256:99"
+            ]
+        );
+        let many: Vec<String> = (0..2000).map(|i| format!("article-{i}")).collect();
+        let keys = surrogate_keys("ab12", None, &many);
+        assert!(keys.join(" ").len() <= MAX_SURROGATE_KEYS_LEN);
+        assert_eq!(keys[0], "sha256:ab12");
+    }
 
     #[test]
     fn conditional_requests() {

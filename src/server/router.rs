@@ -2,7 +2,8 @@
 //! [`crate::url_grammar`], the one grammar the article rewriter writes too.
 //!
 //! - `GET|HEAD /?<URL>`, `/?url=…&…`, `/m/<sha256>[.<ext>]`: an image ([`Address`]).
-//! - `GET /healthz`, `GET /metrics`; admin: `POST /prefetch`, `DELETE /?<URL>` and
+//! - `GET /healthz` (alive), `GET /readyz` (store writable, index open), `GET /metrics`;
+//!   admin: `POST /prefetch`, `DELETE /?<URL>` and
 //!   `DELETE /purge?url=<URL>|sha256=<hex>|article=<id>` (purge), `GET /stats`,
 //!   `GET /export[?variants=1]` (a tar stream of the mirror).
 //! - `OPTIONS` anywhere (preflight).
@@ -19,6 +20,7 @@ use crate::url_grammar::{self, Address};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
+    Ready,
     Metrics,
     Preflight,
     Prefetch,
@@ -39,6 +41,7 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Health => "healthz",
+            Route::Ready => "readyz",
             Route::Metrics => "metrics",
             Route::Preflight => "preflight",
             Route::Prefetch => "prefetch",
@@ -57,6 +60,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
     }
     let route = match path {
         "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
         "/metrics" => Route::Metrics,
         "/prefetch" if method == Method::POST => return Ok(Route::Prefetch),
         "/prefetch" => return Err(Error::MethodNotAllowed(method.clone())),
@@ -153,6 +157,7 @@ mod tests {
             route(&Method::HEAD, "/healthz", None).unwrap(),
             Route::Health
         );
+        assert_eq!(route(&Method::GET, "/readyz", None).unwrap(), Route::Ready);
         assert_eq!(
             route(&Method::POST, "/prefetch", None).unwrap(),
             Route::Prefetch

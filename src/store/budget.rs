@@ -25,6 +25,7 @@ use super::index::{Index, ObjectMeta, Table, VariantMeta};
 use super::{Blob, Disk, Kind, Store, StoreError, index_error, unix_now};
 use crate::config::CacheConfig;
 use crate::hash::ContentHash;
+use crate::metrics::StoreKind;
 
 /// How often recency is flushed and the budget re-checked in the background.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -181,6 +182,7 @@ impl Store {
         if self.over_budget() {
             self.evict_sparing(Some(name)).await;
         }
+        self.publish_usage();
     }
 
     fn over_budget(&self) -> bool {
@@ -249,10 +251,21 @@ impl Store {
         }
         let (disk, index, budget) = (self.disk.clone(), self.index.clone(), self.budget.clone());
         let usage = self.usage_handle();
+        let before = self.usage();
         let spare = spare.map(str::to_owned);
         let evicted = self
             .blocking(move || evict(&disk, &index, &budget, &usage, spare.as_deref()))
             .await;
+        let after = self.usage();
+        self.metrics.evicted(
+            StoreKind::Original,
+            after.evicted_objects - before.evicted_objects,
+        );
+        self.metrics.evicted(
+            StoreKind::Variant,
+            after.evicted_variants - before.evicted_variants,
+        );
+        self.publish_usage();
         match evicted {
             Ok(evicted) => {
                 for key in evicted.memory_keys {

@@ -166,6 +166,25 @@ impl Disk {
             .join(format!("{}-{}.{now}", kind.dir(), hash.to_hex()))
     }
 
+    /// Where writes in progress live.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Proves the store can still commit: creates, writes and removes a probe file in
+    /// `tmp/`, where every write starts (readiness; a full disk, a read-only mount or a
+    /// missing directory fail here before a request does).
+    pub fn check_writable(&self) -> io::Result<()> {
+        let probe = self.tmp_dir().join(format!(
+            "ready.{}.{}",
+            std::process::id(),
+            self.next_temp.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = File::create_new(&probe).and_then(|mut f| f.write_all(b"ok"));
+        let removed = fs::remove_file(&probe);
+        written.and(removed)
+    }
+
     /// Removes a file (an eviction or a purge).
     pub fn remove(&self, kind: Kind, hash: &ContentHash) -> io::Result<()> {
         match fs::remove_file(self.path(kind, hash)) {

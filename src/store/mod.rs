@@ -18,6 +18,7 @@
 pub mod archive;
 mod budget;
 pub mod disk;
+mod health;
 pub mod index;
 pub mod inventory;
 mod pin;
@@ -37,6 +38,7 @@ use url::Url;
 
 use crate::config::Config;
 pub use crate::hash::ContentHash;
+use crate::metrics::Metrics;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
 pub use budget::{Budget, UsageReport};
 pub use disk::{Disk, Kind};
@@ -171,14 +173,15 @@ pub struct Store {
     usage: Arc<budget::Usage>,
     touches: Mutex<budget::Touches>,
     evicting: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// Opens (creating if needed) the data directory: opens the index (which takes the
     /// directory's lock), then clears stray temp files, builds the upstream client. The
     /// order matters: a second process started on a live directory must fail on the lock
-    /// before it can delete the running server's temp files.
-    pub fn open(config: &Config) -> Result<Store, StoreError> {
+    /// before it can delete the running server's temp files. Records into `metrics`.
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         let dir = &config.cache.dir;
         std::fs::create_dir_all(dir).map_err(|e| file_error("create", dir, e))?;
         let cache_bytes = usize::try_from(config.cache.index_cache_bytes).unwrap_or(usize::MAX);
@@ -202,7 +205,7 @@ impl Store {
             })
             .time_to_live(Duration::from_secs(config.cache.negative_ttl_secs.max(1)))
             .build();
-        Ok(Store {
+        let store = Store {
             disk: Arc::new(disk),
             index: Arc::new(index),
             fetcher,
@@ -218,7 +221,10 @@ impl Store {
             usage: Arc::new(usage),
             touches: budget::touches(),
             evicting: tokio::sync::Mutex::new(()),
-        })
+            metrics,
+        };
+        store.publish_usage();
+        Ok(store)
     }
 
     pub fn stats(&self) -> &Stats {
@@ -307,7 +313,9 @@ impl Store {
         E: From<StoreError> + Send + Sync + 'static,
     {
         let key = format!("v:{name}");
-        if let Some(blob) = self.memory.get(&key).await {
+        let cached = self.memory.get(&key).await;
+        self.metrics.memory_cache(cached.is_some());
+        if let Some(blob) = cached {
             self.note_use(Kind::Variant, &blob);
             return Ok((blob, Source::Memory));
         }
@@ -429,7 +437,7 @@ impl Store {
             return Err(StoreError::Full(url.to_string()));
         }
         self.stats.upstream_fetches.fetch_add(1, Ordering::Relaxed);
-        let image = match self.fetcher.fetch(url, None).await? {
+        let image = match self.fetch(url, None).await? {
             Fetched::Image(image) => image,
             // Only a conditional request can be answered "not modified".
             Fetched::NotModified(_) => {
@@ -509,7 +517,9 @@ impl Store {
     /// An object's bytes from memory, else from disk (then kept in memory).
     async fn object(&self, hash: &ContentHash) -> Result<(Blob, Source), StoreError> {
         let key = format!("o:{hash}");
-        if let Some(blob) = self.memory.get(&key).await {
+        let cached = self.memory.get(&key).await;
+        self.metrics.memory_cache(cached.is_some());
+        if let Some(blob) = cached {
             self.note_use(Kind::Object, &blob);
             return Ok((blob, Source::Memory));
         }

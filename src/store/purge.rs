@@ -232,6 +232,7 @@ impl Store {
             self.urls.invalidate(url).await;
             self.negative.invalidate(url).await;
         }
+        self.publish_usage();
         Ok(report)
     }
 }

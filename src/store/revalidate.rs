@@ -45,7 +45,7 @@ impl Store {
         let now = unix_now();
         let mut entry = old.clone();
         entry.last_checked = now;
-        match self.fetcher.fetch(url, Some(&old.validators)).await {
+        match self.fetch(url, Some(&old.validators)).await {
             Ok(Fetched::NotModified(validators)) => {
                 entry.last_verified = now;
                 entry.last_upstream_status = 304;

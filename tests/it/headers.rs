@@ -22,7 +22,7 @@ async fn image_responses_carry_the_headers_browsers_and_cdns_need() {
     assert!(httpdate::parse_http_date(h["last-modified"].to_str().unwrap()).is_ok());
     assert_eq!(
         h["cache-control"],
-        "public, max-age=86400, stale-while-revalidate=604800"
+        "public, max-age=86400, stale-while-revalidate=604800, stale-if-error=604800"
     );
     assert_eq!(h["access-control-allow-origin"], "*");
     assert_eq!(h["timing-allow-origin"], "*");

@@ -3,6 +3,8 @@
 
 mod articles;
 mod browser;
+mod cdn;
+mod crash;
 mod headers;
 mod hostile_images;
 mod lifecycle;
@@ -11,3 +13,4 @@ mod ssrf;
 mod store_lifecycle;
 mod support;
 mod transform;
+mod varnish;

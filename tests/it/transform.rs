@@ -11,18 +11,8 @@ fn decode(bytes: &[u8]) -> image::DynamicImage {
 }
 
 async fn metric(server: &Server, name: &str) -> u64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+    // Summed over labels (`imgmirror_renders_total{format}`).
+    crate::support::metric(server, name).await as u64
 }
 
 #[tokio::test]

@@ -172,3 +172,49 @@ pub fn enc(url: &str) -> String {
 pub fn sha256(bytes: &[u8]) -> String {
     imgmirror::store::ContentHash::of(bytes).to_hex()
 }
+
+/// The `/metrics` text of a server.
+pub async fn metrics_text(server: &Server) -> String {
+    client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of every sample of series `name` in a `/metrics` text, over all its label
+/// sets (0 when it has none yet). `name` may include a label set, as the text spells it
+/// (`imgmirror_renders_total{format="webp"}`), or a histogram suffix (`_count`). Panics
+/// if the series is not exposed at all.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    let base = name.split('{').next().unwrap();
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| base.strip_suffix(suffix))
+        .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+        .unwrap_or(base);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("# TYPE {family} "))),
+        "no series {name} in {text}"
+    );
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if rest.starts_with('{') {
+                rest.split_once("} ")?.1
+            } else {
+                rest.strip_prefix(' ')?
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// [`metric_in`] of a server's current `/metrics`.
+pub async fn metric(server: &Server, name: &str) -> f64 {
+    metric_in(&metrics_text(server).await, name)
+}

@@ -17,6 +17,7 @@
 
 pub mod disk;
 pub mod index;
+mod lookup;
 mod pin;
 mod revalidate;
 

@@ -32,10 +32,12 @@ mod pipeline;
 mod pool;
 mod probe;
 mod spec;
+mod thumb;
 
 pub use pool::{Pool, PoolError};
 pub use probe::{Probe, SourceFormat, probe};
 pub use spec::{Fit, FormatChoice, Rgba, Spec, SpecError};
+pub use thumb::{Thumbnail, thumbnail_rgba, tiny_png};
 
 /// Limits and defaults for transforms: plain data, and the `[transform]` section of the
 /// config file as it is (each field is a key there).

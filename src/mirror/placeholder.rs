@@ -1,0 +1,75 @@
+//! Placeholders: a mirrored original → its ThumbHash and a tiny PNG preview of it, for
+//! `rewrite --placeholders` (an inline CSS background, so a page never shows a blank box)
+//! and `GET /m/<sha256>?placeholder`.
+//!
+//! The original is decoded to at most [`THUMB_SIDE`] px on the render pool (ThumbHash wants
+//! no more than 100 px), hashed, and the hash decoded back and encoded as a PNG of at most
+//! [`PNG_BUDGET`] bytes, so the data URI stays around 400 bytes.
+
+use base64::Engine as _;
+
+use super::{Mirror, MirrorError};
+use crate::store::Blob;
+use crate::transform::{self, Thumbnail, TransformError};
+
+/// The longest side of the thumbnail a ThumbHash is computed from (its documented maximum).
+pub const THUMB_SIDE: u32 = 100;
+
+/// The largest preview PNG: base64 makes 280 bytes about 374, so the whole `data:` URI
+/// stays under 400 bytes.
+pub const PNG_BUDGET: usize = 280;
+
+/// An image's placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    /// The ThumbHash (about 25 bytes).
+    pub thumbhash: Vec<u8>,
+    /// The preview: the ThumbHash decoded and encoded as PNG.
+    pub png: Vec<u8>,
+    /// `data:image/png;base64,…` of [`Placeholder::png`].
+    pub data_uri: String,
+    /// The original's intrinsic size.
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Mirror {
+    /// The placeholder of a mirrored original, computed on the render pool.
+    pub async fn placeholder(&self, original: &Blob) -> Result<Placeholder, MirrorError> {
+        let (src, settings) = (original.bytes.clone(), self.transform.clone());
+        let (thumbhash, png) = self
+            .pool
+            .run(move || {
+                let thumb = transform::thumbnail_rgba(&src, THUMB_SIDE, &settings)?;
+                let hash = thumbhash::rgba_to_thumb_hash(
+                    thumb.width as usize,
+                    thumb.height as usize,
+                    &thumb.rgba,
+                );
+                let (w, h, rgba) = thumbhash::thumb_hash_to_rgba(&hash).map_err(|()| {
+                    TransformError::Internal("a fresh thumbhash does not decode".into())
+                })?;
+                let preview = Thumbnail {
+                    width: w as u32,
+                    height: h as u32,
+                    rgba,
+                };
+                let png = transform::tiny_png(&preview, PNG_BUDGET)?.ok_or_else(|| {
+                    TransformError::Internal("no preview fits the placeholder budget".into())
+                })?;
+                Ok::<_, TransformError>((hash, png))
+            })
+            .await??;
+        let data_uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png)
+        );
+        Ok(Placeholder {
+            thumbhash,
+            png,
+            data_uri,
+            width: original.meta.width,
+            height: original.meta.height,
+        })
+    }
+}

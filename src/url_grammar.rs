@@ -35,6 +35,16 @@ pub enum Address {
 }
 
 impl Address {
+    /// `/m/<sha256>?placeholder`: the hash whose placeholder preview is asked for.
+    pub fn placeholder_of(&self) -> Option<&ContentHash> {
+        match self {
+            Address::Permalink { hash, options, .. } if matches!(options.as_slice(), [(name, value)] if name == "placeholder" && (value.is_empty() || value == "1")) => {
+                Some(hash)
+            }
+            _ => None,
+        }
+    }
+
     pub fn options(&self) -> &Options {
         match self {
             Address::Proxy { options, .. } | Address::Permalink { options, .. } => options,
@@ -464,6 +474,14 @@ mod tests {
             Some(Err(UrlError::NotAPermalink(_)))
         ));
         assert!(parse("/healthz", None).is_none());
+        let preview = parse(&format!("/m/{hex}"), Some("placeholder"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(preview.placeholder_of(), ContentHash::parse(hex).as_ref());
+        let sized = parse(&format!("/m/{hex}"), Some("placeholder&w=1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sized.placeholder_of(), None);
     }
 
     #[test]

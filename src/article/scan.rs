@@ -316,7 +316,7 @@ fn scan_html(ctx: &Ctx<'_>, range: Range<usize>, out: &mut Scan) -> Result<(), A
                 let Some(what) = ctx.what(&decoded, true, line, &mut out.warnings) else {
                     continue;
                 };
-                let sized = matches!(place, Place::ImgSrc | Place::DataSrc);
+                let sized = place.names_the_image();
                 let found = Found {
                     range,
                     url: decoded.trim_matches(urls::is_html_space).to_owned(),

@@ -8,8 +8,13 @@
 
 use base64::Engine as _;
 
-use super::{Mirror, MirrorError};
-use crate::store::Blob;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Image, Mirror, MirrorError};
+use crate::hash::ContentHash;
+use crate::store::{Blob, ObjectMeta, Source};
 use crate::transform::{self, Thumbnail, TransformError};
 
 /// The longest side of the thumbnail a ThumbHash is computed from (its documented maximum).
@@ -34,6 +39,31 @@ pub struct Placeholder {
 }
 
 impl Mirror {
+    /// The preview PNG of the original `hash` as an image to serve
+    /// (`GET /m/<sha256>?placeholder`), named by its own content hash.
+    pub async fn placeholder_image(&self, hash: &ContentHash) -> Result<Image, MirrorError> {
+        let original = self.original_by_hash(hash).await?;
+        let placeholder = self.placeholder(&original.blob).await?;
+        let probe = transform::probe(&placeholder.png)?;
+        let meta = ObjectMeta {
+            sha256: ContentHash::of(&placeholder.png).to_hex(),
+            media_type: "image/png".into(),
+            extension: "png".into(),
+            bytes: placeholder.png.len() as u64,
+            width: probe.width,
+            height: probe.height,
+            created: original.blob.meta.created,
+        };
+        Ok(Image {
+            blob: Blob {
+                bytes: Bytes::from(placeholder.png),
+                meta: Arc::new(meta),
+            },
+            source: Source::Render,
+            vary_accept: false,
+        })
+    }
+
     /// The placeholder of a mirrored original, computed on the render pool.
     pub async fn placeholder(&self, original: &Blob) -> Result<Placeholder, MirrorError> {
         let (src, settings) = (original.bytes.clone(), self.transform.clone());

@@ -2,6 +2,7 @@
 //! serves real photos and misbehaves on purpose. One binary (`autotests = false`).
 
 mod articles;
+mod articles_rewrite;
 mod browser;
 mod headers;
 mod lifecycle;

@@ -331,7 +331,11 @@ async fn rewrite_cmd(
                 }
                 target.placeholders = found;
             } else {
-                target.permalinks = resolve::permalinks(&mirror, &images).await?;
+                let (found, warnings) = resolve::permalinks(&mirror, &images).await?;
+                for warning in warnings {
+                    eprintln!("rewrite: warning: {warning}");
+                }
+                target.permalinks = found;
             }
         }
     }

@@ -88,12 +88,14 @@ async fn placeholder_of(
     )))
 }
 
-/// sha256 hex → the upstream URL mirrored as it, for the permalinks among `images`. When
-/// several URLs share one object, the first in URL order that a post pinned wins.
+/// sha256 hex → the upstream URL mirrored as it, for the permalinks among `images`, and a
+/// warning for each object several URLs were mirrored as: a permalink does not say which of
+/// them the post had, so the first in URL order that a post pinned is written back (all of
+/// them serve the same bytes).
 pub async fn permalinks(
     mirror: &Mirror,
     images: &[Named],
-) -> Result<HashMap<String, String>, MirrorError> {
+) -> Result<(HashMap<String, String>, Vec<String>), MirrorError> {
     let wanted: HashSet<String> = images
         .iter()
         .filter_map(|n| match n {
@@ -102,15 +104,28 @@ pub async fn permalinks(
         })
         .collect();
     if wanted.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((HashMap::new(), Vec::new()));
     }
     let mut entries = mirror.urls_naming(wanted).await?;
     entries.sort_by(|a, b| (a.pinned_by.is_empty(), &a.url).cmp(&(b.pinned_by.is_empty(), &b.url)));
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, String> = HashMap::new();
+    let mut shared: HashMap<String, usize> = HashMap::new();
     for entry in entries {
+        *shared.entry(entry.sha256.clone()).or_default() += 1;
         out.entry(entry.sha256).or_insert(entry.url);
     }
-    Ok(out)
+    let mut warnings: Vec<String> = shared
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(sha, n)| {
+            format!(
+                "/m/{sha} was mirrored from {n} URLs; it is undone to {}, which serves the same bytes",
+                out[&sha]
+            )
+        })
+        .collect();
+    warnings.sort();
+    Ok((out, warnings))
 }
 
 fn show(named: &Named) -> &str {

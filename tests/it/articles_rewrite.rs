@@ -182,7 +182,9 @@ async fn the_new_places_are_the_ones_rewritten() {
     let gallery = read("gallery.md");
     // Only the code span keeps its worker URL.
     assert_eq!(
-        gallery.matches(&format!("{WORKER}http://static.1sapp.com/qupost")).count(),
+        gallery
+            .matches(&format!("{WORKER}http://static.1sapp.com/qupost"))
+            .count(),
         2
     );
     assert!(gallery.contains(&format!(
@@ -331,4 +333,189 @@ async fn links_flag_rewrites_page_links_too() {
     assert!(text.contains(&format!(
         "[the source]({BASE}/?url=http%3A%2F%2Fwww.example.org%2Fstory.html)"
     )));
+}
+
+/// A config file pointing `static.1sapp.com:80` at the fixture origin, with a local store.
+pub fn origin_config(dir: &Path, origin: &crate::support::Origin) -> PathBuf {
+    let path = dir.join("imgmirror.toml");
+    let text = format!(
+        r#"
+[cache]
+dir = {cache:?}
+negative_ttl_secs = 0
+[upstream]
+timeout_secs = 5
+allowed_ports = [80, 443, {port}]
+allow_cidrs = ["127.0.0.1/32"]
+resolve = {{ "static.1sapp.com:80" = "{addr}" }}
+"#,
+        cache = dir.join("cache").display().to_string(),
+        addr = origin.addr,
+        port = origin.addr.port()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The data URIs of the placeholders written into a post.
+fn placeholders_in(text: &str) -> Vec<&str> {
+    text.match_indices("style=\"background:url(data:image/png;base64,")
+        .map(|(at, _)| {
+            let start = at + "style=\"background:url(".len();
+            let end = start + text[start..].find(')').unwrap();
+            &text[start..end]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn placeholders_come_from_a_pinned_prefetch_or_the_store_and_undo_takes_them_out() {
+    let origin = crate::support::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = origin_config(dir.path(), &origin);
+    let config = config.to_str().unwrap();
+    let post = copy(dir.path(), "seed-article.md");
+    let original = std::fs::read_to_string(&post).unwrap();
+
+    rewrite(
+        &[
+            "--config",
+            config,
+            "--pin",
+            "--placeholders",
+            "--base",
+            BASE,
+        ],
+        &post,
+    )
+    .await;
+    let pinned = std::fs::read_to_string(&post).unwrap();
+    let previews = placeholders_in(&pinned);
+    assert_eq!(previews.len(), 20, "one per <img>");
+    for uri in &previews {
+        assert!(uri.len() <= 400, "{} bytes: {uri}", uri.len());
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&uri["data:image/png;base64,".len()..])
+            .unwrap();
+        let image = image::load_from_memory(&png).unwrap();
+        assert!(image.width() >= 2 && image.height() >= 2);
+    }
+    assert!(
+        pinned.contains("center/cover\" loading=\"lazy\" decoding=\"async\" data-imgmirror=\"6\">")
+    );
+    // The measurement the README states.
+    let plain = {
+        let text = article::rewrite(
+            &original,
+            Kind::Markdown,
+            &Settings::default(),
+            &article::Target {
+                base: BASE.into(),
+                pins: pins_of(&pinned),
+                ..article::Target::default()
+            },
+        )
+        .unwrap()
+        .text;
+        text
+    };
+    eprintln!(
+        "placeholders add {} bytes to the seed article ({} previews, {} to {} bytes each)",
+        pinned.len() - plain.len(),
+        previews.len(),
+        previews.iter().map(|p| p.len()).min().unwrap(),
+        previews.iter().map(|p| p.len()).max().unwrap()
+    );
+
+    // Undo finds the upstreams of the /m/ permalinks in the store. The fixture origin
+    // serves 3 photos for the 20 URLs, so a permalink stands for several URLs: each is
+    // undone to one of them (same bytes), and the report says so.
+    let out = rewrite(&["--config", config, "--undo"], &post).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was mirrored from") && err.contains("URLs; it is undone to"),
+        "{err}"
+    );
+    let undone = std::fs::read_to_string(&post).unwrap();
+    assert!(placeholders_in(&undone).is_empty());
+    assert!(!undone.contains("data-imgmirror") && !undone.contains(BASE));
+    assert_eq!(
+        article::extract(&undone, Kind::Markdown, &Settings::default())
+            .unwrap()
+            .len(),
+        22
+    );
+    std::fs::write(&post, &original).unwrap();
+
+    // Without --pin, from the store that holds the images; and on a post rewritten before.
+    rewrite(&["--config", config, "--base", BASE], &post).await;
+    let plain = std::fs::read_to_string(&post).unwrap();
+    assert!(placeholders_in(&plain).is_empty());
+    rewrite(
+        &["--config", config, "--placeholders", "--base", BASE],
+        &post,
+    )
+    .await;
+    let late = std::fs::read_to_string(&post).unwrap();
+    assert_eq!(placeholders_in(&late).len(), 20);
+    assert!(
+        late.contains("data-imgmirror=\"6\""),
+        "the run and its count grew"
+    );
+    rewrite(&["--config", config, "--undo"], &post).await;
+    assert_eq!(std::fs::read_to_string(&post).unwrap(), original);
+
+    // Without data-size, the intrinsic size is written.
+    let bare = dir.path().join("bare.html");
+    let upstream =
+        "http://static.1sapp.com/qupost/img/2022/01/31/f8a4283e70d403f54ac17f21b5a1cadf.jpeg";
+    std::fs::write(
+        &bare,
+        format!("<p><img src=\"{WORKER}{upstream}\" alt=\"x\"></p>\n"),
+    )
+    .unwrap();
+    rewrite(
+        &["--config", config, "--placeholders", "--base", BASE],
+        &bare,
+    )
+    .await;
+    let text = std::fs::read_to_string(&bare).unwrap();
+    let served = crate::support::fixture(crate::support::origin::qupost_file(
+        "f8a4283e70d403f54ac17f21b5a1cadf.jpeg",
+    ));
+    let size = imagesize::blob_size(&served).unwrap();
+    assert!(
+        text.contains(&format!(
+            "width=\"{}\" height=\"{}\" style=\"background:url(data:image/png;base64,",
+            size.width, size.height
+        )),
+        "{text}"
+    );
+}
+
+/// Upstream → (sha256, ext) of the `/m/` URLs a pinned rewrite wrote, read back from the
+/// post itself (document order matches `extract`).
+fn pins_of(pinned: &str) -> std::collections::HashMap<String, (String, String)> {
+    let seed = std::fs::read_to_string(fixture_path("seed-article.md")).unwrap();
+    let upstreams = article::extract(&seed, Kind::Markdown, &Settings::default()).unwrap();
+    let refs = article::references(pinned, Kind::Markdown, &Settings::default()).unwrap();
+    let hashes: Vec<String> = refs
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.place,
+                article::Place::ImgSrc | article::Place::FrontMatter { .. }
+            )
+        })
+        .filter_map(|r| match r.named {
+            article::Named::Hash(h) => Some(h),
+            article::Named::Upstream(_) => None,
+        })
+        .collect();
+    upstreams
+        .into_iter()
+        .zip(hashes)
+        .map(|(u, h)| (u.upstream, (h, "jpg".to_string())))
+        .collect()
 }

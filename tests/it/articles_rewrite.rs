@@ -405,21 +405,18 @@ async fn placeholders_come_from_a_pinned_prefetch_or_the_store_and_undo_takes_th
         pinned.contains("center/cover\" loading=\"lazy\" decoding=\"async\" data-imgmirror=\"6\">")
     );
     // The measurement the README states.
-    let plain = {
-        let text = article::rewrite(
-            &original,
-            Kind::Markdown,
-            &Settings::default(),
-            &article::Target {
-                base: BASE.into(),
-                pins: pins_of(&pinned),
-                ..article::Target::default()
-            },
-        )
-        .unwrap()
-        .text;
-        text
-    };
+    let plain = article::rewrite(
+        &original,
+        Kind::Markdown,
+        &Settings::default(),
+        &article::Target {
+            base: BASE.into(),
+            pins: pins_of(&pinned),
+            ..article::Target::default()
+        },
+    )
+    .unwrap()
+    .text;
     eprintln!(
         "placeholders add {} bytes to the seed article ({} previews, {} to {} bytes each)",
         pinned.len() - plain.len(),

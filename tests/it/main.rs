@@ -3,6 +3,7 @@
 
 mod articles;
 mod articles_rewrite;
+mod audit;
 mod browser;
 mod headers;
 mod lifecycle;

@@ -5,6 +5,7 @@ mod articles;
 mod articles_rewrite;
 mod audit;
 mod browser;
+mod browser_placeholders;
 mod headers;
 mod lifecycle;
 mod mirror;

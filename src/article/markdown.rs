@@ -92,63 +92,36 @@ pub(crate) fn scan(text: &str, start: usize) -> Body {
                 dest_url,
                 id,
                 ..
-            }) => {
-                let text_end = range.start + 2;
-                open_image = Some(Open {
-                    site: range,
-                    dest: dest_url.to_string(),
-                    link_type,
-                    id: id.to_string(),
-                    text_end,
-                });
-            }
+            }) => open_image = Some(Open::new(range, &dest_url, link_type, &id, 2)),
             Event::End(TagEnd::Image) => {
                 let Some(open) = open_image.take() else {
                     continue;
                 };
-                let Some(located) = locate_open(body, &open, &defs, Some(&mut used_defs)) else {
-                    continue;
-                };
-                if let Some((_, wraps)) = open_link.as_mut() {
-                    wraps.push(open.dest.clone());
+                if let Some(image) = close_image(body, start, open, &defs, &mut used_defs) {
+                    if let Some((_, wraps)) = open_link.as_mut() {
+                        wraps.push(image.dest.clone());
+                    }
+                    out.images.push(image);
                 }
-                out.images.push(Image {
-                    site: start + open.site.start..start + open.site.end,
-                    dest: open.dest,
-                    range: located.map(|r| start + r.start..start + r.end),
-                });
             }
             Event::Start(Tag::Link {
                 link_type,
                 dest_url,
                 id,
                 ..
-            }) => {
-                let text_end = range.start + 1;
-                open_link = Some((
-                    Open {
-                        site: range,
-                        dest: dest_url.to_string(),
-                        link_type,
-                        id: id.to_string(),
-                        text_end,
-                    },
-                    Vec::new(),
-                ));
-            }
+            }) => open_link = Some((Open::new(range, &dest_url, link_type, &id, 1), Vec::new())),
             Event::End(TagEnd::Link) => {
                 let Some((open, wraps)) = open_link.take() else {
                     continue;
                 };
-                let Some(located) = locate_open(body, &open, &defs, None) else {
-                    continue;
-                };
-                out.links.push(Link {
-                    site: start + open.site.start..start + open.site.end,
-                    dest: open.dest,
-                    range: located.map(|r| start + r.start..start + r.end),
-                    wraps,
-                });
+                if let Some(located) = locate_open(body, &open, &defs, None) {
+                    out.links.push(Link {
+                        site: start + open.site.start..start + open.site.end,
+                        dest: open.dest,
+                        range: located.map(|r| start + r.start..start + r.end),
+                        wraps,
+                    });
+                }
             }
             // Alt text: the destination starts after the last of it.
             _ => {
@@ -159,6 +132,35 @@ pub(crate) fn scan(text: &str, start: usize) -> Body {
         }
     }
     out
+}
+
+impl Open {
+    /// `marker` is the length of `![` or `[`, where the text starts.
+    fn new(site: Range<usize>, dest: &str, link_type: LinkType, id: &str, marker: usize) -> Open {
+        Open {
+            text_end: site.start + marker,
+            site,
+            dest: dest.to_owned(),
+            link_type,
+            id: id.to_owned(),
+        }
+    }
+}
+
+/// A finished image, with positions in the whole file; `None` when it is not one to report.
+fn close_image(
+    body: &str,
+    start: usize,
+    open: Open,
+    defs: &[(String, String, Range<usize>)],
+    used: &mut HashSet<usize>,
+) -> Option<Image> {
+    let located = locate_open(body, &open, defs, Some(used))?;
+    Some(Image {
+        site: start + open.site.start..start + open.site.end,
+        dest: open.dest,
+        range: located.map(|r| start + r.start..start + r.end),
+    })
 }
 
 /// Where an image's or link's destination is written: `None` inside the outer option when it

@@ -351,7 +351,14 @@ fn scan_html(ctx: &Ctx<'_>, range: Range<usize>, out: &mut Scan) -> Result<(), A
             out.urls.push(link);
         }
     }
-    for sheet in found.sheets {
+    scan_sheets(ctx, &found.sheets, out);
+    Ok(())
+}
+
+/// The `url()`s of `<style>` sheets: raw text, so replacements are written verbatim.
+fn scan_sheets(ctx: &Ctx<'_>, sheets: &[Range<usize>], out: &mut Scan) {
+    let text = ctx.text;
+    for sheet in sheets {
         let css = &text[sheet.clone()];
         for piece in html::css_urls(css) {
             let range = sheet.start + piece.start..sheet.start + piece.end;
@@ -375,7 +382,6 @@ fn scan_html(ctx: &Ctx<'_>, range: Range<usize>, out: &mut Scan) -> Result<(), A
             });
         }
     }
-    Ok(())
 }
 
 /// An `<img>`'s `data-size`, validated (a bad one is a warning) and clamped to the transform

@@ -61,28 +61,7 @@ pub(crate) fn apply(text: &str, scan: &Scan, settings: &Settings, target: &Targe
         }
     }
 
-    for (&(tag_index, attr_index), founds) in by_attr.iter_mut() {
-        let tag = &scan.tags[tag_index];
-        let Some(value) = tag.attrs.get(attr_index).and_then(|a| a.value.clone()) else {
-            continue;
-        };
-        let quoted = tag.attrs[attr_index].quote.is_some();
-        let pieces: Vec<Edit> = founds
-            .drain(..)
-            .map(|(found, new)| edit_for(text, found, new, true))
-            .collect();
-        if quoted {
-            edits.extend(pieces);
-        } else {
-            let new_value = splice(text, value.clone(), &pieces);
-            let text = if urls::needs_quotes(&new_value) {
-                format!("\"{new_value}\"")
-            } else {
-                new_value
-            };
-            edits.push(Edit { range: value, text });
-        }
-    }
+    edits.extend(attr_edits(text, scan, by_attr));
 
     // With `--placeholders`, images already rewritten get their preview too.
     if !target.placeholders.is_empty() && target.undo.is_none() {
@@ -124,6 +103,51 @@ pub(crate) fn apply(text: &str, scan: &Scan, settings: &Settings, target: &Targe
     edits.retain(|e| !inside(&e.range));
     changed.retain(|r| !inside(r));
 
+    let kept = non_overlapping(edits, &mut warnings);
+    let whole = 0..text.len();
+    Rewritten {
+        text: splice(text, whole, &kept),
+        changed: changed.len(),
+        warnings,
+    }
+}
+
+/// The edits of the URLs in HTML attributes, grouped per attribute: an unquoted value is
+/// rewritten as a whole (and quoted when the new URLs contain `=`).
+fn attr_edits(
+    text: &str,
+    scan: &Scan,
+    mut by_attr: BTreeMap<(usize, usize), Vec<(&Found, New)>>,
+) -> Vec<Edit> {
+    let mut edits = Vec::new();
+    for (&(tag_index, attr_index), founds) in by_attr.iter_mut() {
+        let tag = &scan.tags[tag_index];
+        let Some(value) = tag.attrs.get(attr_index).and_then(|a| a.value.clone()) else {
+            continue;
+        };
+        let quoted = tag.attrs[attr_index].quote.is_some();
+        let pieces: Vec<Edit> = founds
+            .drain(..)
+            .map(|(found, new)| edit_for(text, found, new, true))
+            .collect();
+        if quoted {
+            edits.extend(pieces);
+        } else {
+            let new_value = splice(text, value.clone(), &pieces);
+            let text = if urls::needs_quotes(&new_value) {
+                format!("\"{new_value}\"")
+            } else {
+                new_value
+            };
+            edits.push(Edit { range: value, text });
+        }
+    }
+
+    edits
+}
+
+/// `edits` sorted, without any that overlaps an earlier one.
+fn non_overlapping(mut edits: Vec<Edit>, warnings: &mut Vec<String>) -> Vec<Edit> {
     edits.sort_by_key(|e| (e.range.start, e.range.end));
     let mut kept: Vec<Edit> = Vec::with_capacity(edits.len());
     for edit in edits {
@@ -141,12 +165,7 @@ pub(crate) fn apply(text: &str, scan: &Scan, settings: &Settings, target: &Targe
         }
         kept.push(edit);
     }
-    let whole = 0..text.len();
-    Rewritten {
-        text: splice(text, whole, &kept),
-        changed: changed.len(),
-        warnings,
-    }
+    kept
 }
 
 /// The edit for one URL; `escape` for an HTML attribute value.

@@ -67,10 +67,11 @@ impl Mirror {
     /// The placeholder of a mirrored original, computed on the render pool.
     pub async fn placeholder(&self, original: &Blob) -> Result<Placeholder, MirrorError> {
         let (src, settings) = (original.bytes.clone(), self.transform.clone());
-        let (thumbhash, png) = self
+        let (thumbhash, png, upright) = self
             .pool
             .run(move || {
                 let thumb = transform::thumbnail_rgba(&src, THUMB_SIDE, &settings)?;
+                let upright = (thumb.width, thumb.height);
                 let hash = thumbhash::rgba_to_thumb_hash(
                     thumb.width as usize,
                     thumb.height as usize,
@@ -87,19 +88,26 @@ impl Mirror {
                 let png = transform::tiny_png(&preview, PNG_BUDGET)?.ok_or_else(|| {
                     TransformError::Internal("no preview fits the placeholder budget".into())
                 })?;
-                Ok::<_, TransformError>((hash, png))
+                Ok::<_, TransformError>((hash, png, upright))
             })
             .await??;
         let data_uri = format!(
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(&png)
         );
+        // The header's size is before EXIF orientation; browsers show the image upright, as
+        // the thumbnail is: a quarter turn swaps the sides.
+        let (mut width, mut height) = (original.meta.width, original.meta.height);
+        if (upright.0 > upright.1) != (width > height) && upright.0 != upright.1 && width != height
+        {
+            std::mem::swap(&mut width, &mut height);
+        }
         Ok(Placeholder {
             thumbhash,
             png,
             data_uri,
-            width: original.meta.width,
-            height: original.meta.height,
+            width,
+            height,
         })
     }
 }

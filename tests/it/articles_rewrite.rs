@@ -516,3 +516,44 @@ fn pins_of(pinned: &str) -> std::collections::HashMap<String, (String, String)> 
         .map(|(u, h)| (u.upstream, (h, "jpg".to_string())))
         .collect()
 }
+
+#[tokio::test]
+async fn the_server_answers_a_permalink_placeholder_with_the_preview() {
+    let (origin, server, _dir) = crate::support::setup().await;
+    let client = crate::support::client();
+    let original = client
+        .get(server.proxy(&origin.url("/img/photo-1080.jpg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(original.status(), 200);
+    let sha = original.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let response = client
+        .get(server.url(&format!("/m/{sha}?placeholder")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let png = response.bytes().await.unwrap();
+    assert!(png.len() <= 280, "{} bytes", png.len());
+    let preview = image::load_from_memory(&png).unwrap();
+    assert!(preview.width() >= 2 && preview.height() >= 2);
+    // Not an option of a variant: combined with one it is refused, and an unknown hash is a 404.
+    let mixed = client
+        .get(server.url(&format!("/m/{sha}?placeholder&w=10")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mixed.status(), 400);
+    let unknown = client
+        .get(server.url(&format!("/m/{}?placeholder", "0".repeat(64))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}

@@ -1,7 +1,6 @@
 //! The `imgmirror` binary: parses the command line, sets up logging, and calls the
 //! library. `anyhow` lives here and nowhere else.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use imgmirror::article::prefetch::{self, ImageReport, Options, PrefetchReport, Via};
 use imgmirror::article::remote::Remote;
-use imgmirror::article::{Mode, Settings, Target};
+use imgmirror::article::{Mode, Named, Settings, Target, UndoTo, audit, resolve};
 use imgmirror::config::{Config, DEFAULT_CONFIG_PATH, LogConfig, LogFormat};
 use imgmirror::mirror::Mirror;
 
@@ -61,31 +60,12 @@ enum Command {
         #[arg(required = true, value_name = "PATH_OR_URL")]
         inputs: Vec<String>,
     },
-    /// Rewrite the image URLs of posts to point at the mirror, keeping every other byte
-    Rewrite {
-        #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        remote: RemoteArgs,
-        /// The imgmirror server the posts will use, e.g. https://img.example.com
-        #[arg(long)]
-        base: String,
-        /// Prefetch first, then write content-addressed /m/<sha256>.<ext> URLs
-        #[arg(long)]
-        pin: bool,
-        /// Report what would change; write nothing
-        #[arg(long, conflicts_with = "diff")]
-        dry_run: bool,
-        /// Print a unified diff of the changes; write nothing
-        #[arg(long)]
-        diff: bool,
-        /// Also rewrite plain http:// image URLs (not only worker URLs)
-        #[arg(long)]
-        all_http: bool,
-        /// Posts or folders of posts
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-    },
+    /// Rewrite the image URLs of posts to point at the mirror, keeping every other byte;
+    /// move a blog to a new mirror base (--from-base), or undo a rewrite (--undo)
+    Rewrite(RewriteArgs),
+    /// Link-rot report: for each image of each post, is it mirrored (pinned), does the
+    /// upstream still answer, has it changed; exit status 1 when an image is lost
+    Audit(AuditArgs),
     /// Remove a URL, an original (with its variants and URLs) or an article's images from
     /// the store (offline: stop the server, or use DELETE /purge on it)
     Purge {
@@ -155,6 +135,80 @@ struct PurgeTarget {
     article: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct RewriteArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// The imgmirror server the posts will use, e.g. https://img.example.com
+    #[arg(long, required_unless_present = "undo")]
+    base: Option<String>,
+    /// Also move imgmirror URLs written under this base to --base (with --undo: undo
+    /// only the URLs under it)
+    #[arg(long, value_name = "OLD")]
+    from_base: Option<String>,
+    /// Turn imgmirror URLs (any base) back into worker URLs, taking out the attributes
+    /// the rewrite added
+    #[arg(long, conflicts_with_all = ["base", "pin", "placeholders", "all_http"])]
+    undo: bool,
+    /// With --undo: write the worker form (default) or the plain upstream URL
+    #[arg(long, value_enum, requires = "undo", default_value = "worker")]
+    to: UndoArg,
+    /// Prefetch first, then write content-addressed /m/<sha256>.<ext> URLs
+    #[arg(long)]
+    pin: bool,
+    /// Write each <img>'s intrinsic width/height (when data-size is missing) and a
+    /// tiny inline preview as its CSS background; needs the images mirrored (--pin, or
+    /// a store that holds them)
+    #[arg(long)]
+    placeholders: bool,
+    /// Report what would change; write nothing
+    #[arg(long, conflicts_with = "diff")]
+    dry_run: bool,
+    /// Print a unified diff of the changes; write nothing
+    #[arg(long)]
+    diff: bool,
+    /// Also rewrite plain http:// image URLs (not only worker URLs)
+    #[arg(long)]
+    all_http: bool,
+    /// Rewrite every <a href> and Markdown link to a worker URL, not only those that
+    /// point at an image
+    #[arg(long)]
+    links: bool,
+    /// Rewrite read-only posts too
+    #[arg(long)]
+    force: bool,
+    /// Posts or folders of posts
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the report as JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Also write a self-contained HTML page (thumbnails, status per image) to FILE
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Show the HTML page's thumbnails from this running mirror instead of embedding them
+    #[arg(long, value_name = "URL")]
+    base: Option<String>,
+    /// Posts or folders of posts
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+/// What `--undo` writes back.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UndoArg {
+    Worker,
+    Upstream,
+}
+
 /// Flags of the commands that can prefetch through a running server.
 #[derive(clap::Args)]
 struct RemoteArgs {
@@ -172,7 +226,8 @@ fn main() -> anyhow::Result<ExitCode> {
     let config = load_config(match &cli.command {
         Command::Serve { store, .. }
         | Command::Prefetch { store, .. }
-        | Command::Rewrite { store, .. }
+        | Command::Rewrite(RewriteArgs { store, .. })
+        | Command::Audit(AuditArgs { store, .. })
         | Command::Purge { store, .. }
         | Command::Verify { store, .. }
         | Command::Stats { store, .. }
@@ -196,7 +251,7 @@ fn main() -> anyhow::Result<ExitCode> {
             json,
             inputs,
         } => {
-            let mut settings = Settings::from_config(&config.article);
+            let mut settings = Settings::from_full_config(&config);
             settings.own_bases.extend(remote.server.clone());
             let report = runtime.block_on(prefetch_cmd(&config, &remote, &settings, &inputs))?;
             if json {
@@ -206,47 +261,8 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(exit_code(report.any_failed()))
         }
-        Command::Rewrite {
-            store: _,
-            remote,
-            base,
-            pin,
-            dry_run,
-            diff,
-            all_http,
-            paths,
-        } => {
-            let mut settings = Settings::from_config(&config.article);
-            settings.all_http = all_http;
-            settings.own_bases.extend(remote.server.clone());
-            let mut pins = HashMap::new();
-            let mut failed = false;
-            if pin {
-                let inputs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-                let report =
-                    runtime.block_on(prefetch_cmd(&config, &remote, &settings, &inputs))?;
-                // stdout carries the rewrite's own output (a diff can be piped to patch).
-                eprint!("{}", report.table());
-                failed |= report.any_failed();
-                pins = report.pins();
-            }
-            let target = Target { base, pins };
-            let mode = if diff {
-                Mode::Diff
-            } else if dry_run {
-                Mode::DryRun
-            } else {
-                Mode::Write
-            };
-            let report = imgmirror::article::rewrite_paths(&paths, &settings, &target, mode);
-            if diff {
-                print!("{}", report.diff);
-                eprint!("{}", report.summary());
-            } else {
-                print!("{}", report.summary());
-            }
-            Ok(exit_code(failed || report.any_failed()))
-        }
+        Command::Rewrite(args) => rewrite_main(&runtime, args),
+        Command::Audit(args) => audit_main(&runtime, args),
         Command::Purge { store: _, target } => runtime.block_on(ops::purge(
             &config,
             target.url,
@@ -323,6 +339,175 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn rewrite_main(runtime: &tokio::runtime::Runtime, args: RewriteArgs) -> anyhow::Result<ExitCode> {
+    let RewriteArgs {
+        store,
+        remote,
+        base,
+        from_base,
+        undo,
+        to,
+        pin,
+        placeholders,
+        dry_run,
+        diff,
+        all_http,
+        links,
+        force,
+        paths,
+    } = args;
+    for base in base.iter().chain(&from_base) {
+        if let Err(e) = imgmirror::article::check_base(base) {
+            eprintln!("error: --base: {e}; nothing was written");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let config = load_config(&store)?;
+    let mut settings = Settings::from_full_config(&config);
+    settings.all_http = all_http;
+    settings.links = links;
+    settings.own_bases.extend(remote.server.clone());
+    let mode = if diff {
+        Mode::Diff
+    } else if dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Write
+    };
+    let flags = RewriteFlags {
+        pin,
+        placeholders,
+        undo: undo.then_some(match to {
+            UndoArg::Worker => UndoTo::Worker,
+            UndoArg::Upstream => UndoTo::Upstream,
+        }),
+        mode,
+        force,
+    };
+    let target = Target {
+        base: base.unwrap_or_default(),
+        from_base,
+        ..Target::default()
+    };
+    let failed = runtime.block_on(rewrite_cmd(
+        &config, &remote, &settings, target, &flags, &paths,
+    ))?;
+    Ok(exit_code(failed))
+}
+
+fn audit_main(runtime: &tokio::runtime::Runtime, args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let AuditArgs {
+        store,
+        json,
+        html,
+        base,
+        paths,
+    } = args;
+    if let Some(base) = &base
+        && let Err(e) = imgmirror::article::check_base(base)
+    {
+        eprintln!("error: --base: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let config = load_config(&store)?;
+    let settings = Settings::from_full_config(&config);
+    let options = audit::Options {
+        concurrency: config.article.prefetch_concurrency.max(1),
+        per_host: config.article.prefetch_per_host.max(1),
+        thumbnails: html.is_some() && base.is_none(),
+    };
+    let mirror = std::sync::Arc::new(open_mirror(&config)?);
+    let report = runtime.block_on(audit::audit(&mirror, &paths, &settings, &options));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(path) = html {
+        imgmirror::article::write_atomic(&path, report.html(base.as_deref()).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("audit: wrote {}", path.display());
+    }
+    Ok(exit_code(report.any_lost()))
+}
+
+/// The `rewrite` flags that decide how it runs.
+struct RewriteFlags {
+    pin: bool,
+    placeholders: bool,
+    undo: Option<UndoTo>,
+    mode: Mode,
+    force: bool,
+}
+
+/// `imgmirror rewrite`: gathers what the rewrite needs (pins and placeholders from a
+/// prefetch or the local store, the upstreams of permalinks for `--undo`), then rewrites.
+/// Returns whether anything failed.
+async fn rewrite_cmd(
+    config: &Config,
+    remote: &RemoteArgs,
+    settings: &Settings,
+    mut target: Target,
+    flags: &RewriteFlags,
+    paths: &[PathBuf],
+) -> anyhow::Result<bool> {
+    let mut failed = false;
+    // Through a server, a prefetch is the only way to learn the placeholders.
+    if flags.pin || (flags.placeholders && remote.server.is_some()) {
+        let inputs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let report = prefetch_cmd(config, remote, settings, &inputs).await?;
+        // stdout carries the rewrite's own output (a diff can be piped to patch).
+        eprint!("{}", report.table());
+        failed |= report.any_failed();
+        if flags.pin {
+            target.pins = report.pins();
+        }
+        if flags.placeholders {
+            target.placeholders = report.placeholders();
+        }
+    } else if flags.placeholders || flags.undo.is_some() {
+        let images = resolve::named_images(paths, settings);
+        let needs_store = flags.placeholders || images.iter().any(|n| matches!(n, Named::Hash(_)));
+        if needs_store {
+            let mirror = open_mirror(config)?;
+            if flags.placeholders {
+                let (found, warnings) = resolve::placeholders(&mirror, &images).await;
+                for warning in warnings {
+                    eprintln!("rewrite: warning: {warning}");
+                }
+                target.placeholders = found;
+            } else {
+                let (found, warnings) = resolve::permalinks(&mirror, &images).await?;
+                for warning in warnings {
+                    eprintln!("rewrite: warning: {warning}");
+                }
+                target.permalinks = found;
+            }
+        }
+    }
+    target.undo = flags.undo;
+    let report =
+        imgmirror::article::rewrite_paths(paths, settings, &target, flags.mode, flags.force);
+    if flags.mode == Mode::Diff {
+        print!("{}", report.diff);
+        eprint!("{}", report.summary());
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(failed || report.any_failed())
+}
+
+/// The local store, with the hint a locked one needs.
+fn open_mirror(config: &Config) -> anyhow::Result<Mirror> {
+    Mirror::open(config).with_context(|| {
+        format!(
+            "cannot open the store in {} (a running server holds its lock: \
+             stop it, or prefetch through it with --server URL --token T)",
+            config.cache.dir.display()
+        )
+    })
+}
+
 fn exit_code(failed: bool) -> ExitCode {
     if failed {
         ExitCode::FAILURE
@@ -357,14 +542,7 @@ async fn prefetch_cmd(
             .await
         }
         None => {
-            let mirror = Mirror::open(config).with_context(|| {
-                format!(
-                    "cannot open the store in {} (a running server holds its lock: \
-                     stop it, or prefetch through it with --server URL --token T)",
-                    config.cache.dir.display()
-                )
-            })?;
-            let mirror = std::sync::Arc::new(mirror);
+            let mirror = std::sync::Arc::new(open_mirror(config)?);
             prefetch::prefetch_inputs(Via::Local(&mirror), inputs, settings, &options, |i| {
                 progress.image(i)
             })

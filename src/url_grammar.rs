@@ -35,6 +35,16 @@ pub enum Address {
 }
 
 impl Address {
+    /// `/m/<sha256>?placeholder`: the hash whose placeholder preview is asked for.
+    pub fn placeholder_of(&self) -> Option<&ContentHash> {
+        match self {
+            Address::Permalink { hash, options, .. } if matches!(options.as_slice(), [(name, value)] if name == "placeholder" && (value.is_empty() || value == "1")) => {
+                Some(hash)
+            }
+            _ => None,
+        }
+    }
+
     pub fn options(&self) -> &Options {
         match self {
             Address::Proxy { options, .. } | Address::Permalink { options, .. } => options,
@@ -60,6 +70,10 @@ const URL_PARAM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// Names a written URL's query may carry besides `url` (the transform options; their meaning
+/// is `transform`'s business, only the names matter here, to tell our URLs from others').
+const OPTION_NAMES: [&str; 8] = ["bg", "dpr", "enlarge", "fit", "format", "h", "q", "w"];
 
 const MISSING: &str = "missing upstream URL: use /?<absolute URL> or /?url=<percent-encoded URL>";
 
@@ -217,6 +231,147 @@ fn with_options(mut url: String, options: &[(&str, String)]) -> String {
     url
 }
 
+/// An imgmirror URL found in a post: the base it was written under and what it names,
+/// with the upstream as the post spelled it, so a rewrite can be moved to another base or
+/// undone byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recognised {
+    /// Everything before `/?` or `/m/`: `https://img.example.com`, or with a path prefix
+    /// `https://example.com/img`. Never ends with `/`.
+    pub base: String,
+    /// What the URL names.
+    pub kind: RecognisedKind,
+    /// The transform options, in order, as written (percent-decoded).
+    pub options: Options,
+}
+
+/// The two things an imgmirror URL can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecognisedKind {
+    /// `/?url=…` or the worker form `/?<URL>`: the upstream as written in the URL (the
+    /// `url=` value decoded once, or the worker tail as is), not normalised.
+    Proxy { upstream: String },
+    /// `/m/<sha256>[.<ext>]`.
+    Permalink {
+        hash: ContentHash,
+        extension: Option<String>,
+    },
+}
+
+/// Recognises an imgmirror URL under any absolute `http(s)` base: `{base}/?url=…[&opts]`,
+/// `{base}/?<http(s) URL>` (the worker form) and `{base}/m/<sha256>[.<ext>][?opts]`. A URL
+/// whose query holds anything but `url` and transform option names is someone else's (a
+/// redirector's `?url=` link, say) and is not recognised. The caller decides which bases
+/// are workers rather than imgmirror servers: this function cannot tell them apart.
+pub fn recognise(url: &str) -> Option<Recognised> {
+    let scheme_end = url.find("://")?;
+    if !["http", "https"]
+        .iter()
+        .any(|s| url[..scheme_end].eq_ignore_ascii_case(s))
+    {
+        return None;
+    }
+    let after_scheme = scheme_end + 3;
+    let (path_and_query, base_end) = {
+        // The first `/?` or `/m/` after the authority ends the base.
+        let rest = &url[after_scheme..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if authority_end == 0 {
+            return None;
+        }
+        let tail = &rest[authority_end..];
+        let cut = [tail.find("/?"), tail.find("/m/")]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let base_end = after_scheme + authority_end + cut;
+        (&url[base_end..], base_end)
+    };
+    let base = url[..base_end].to_owned();
+    if base.contains(['?', '#']) {
+        return None;
+    }
+    if let Some(query) = path_and_query.strip_prefix("/?") {
+        let query = query.split('#').next().unwrap_or(query);
+        if let Some(raw) = worker_upstream(query) {
+            parse_upstream(&raw).ok()?;
+            return Some(Recognised {
+                base,
+                kind: RecognisedKind::Proxy {
+                    upstream: raw.into_owned(),
+                },
+                options: Options::new(),
+            });
+        }
+        let mut upstream = None;
+        let mut options = Options::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "url" if upstream.is_none() => upstream = Some(value.into_owned()),
+                name if OPTION_NAMES.contains(&name) => {
+                    options.push((name.to_owned(), value.into_owned()));
+                }
+                _ => return None,
+            }
+        }
+        let upstream = upstream?;
+        parse_upstream(&upstream).ok()?;
+        return Some(Recognised {
+            base,
+            kind: RecognisedKind::Proxy { upstream },
+            options,
+        });
+    }
+    let rest = path_and_query.strip_prefix("/m/")?;
+    let rest = rest.split('#').next().unwrap_or(rest);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let Address::Permalink {
+        hash,
+        extension,
+        options,
+    } = parse_permalink(path, query).ok()?
+    else {
+        return None;
+    };
+    if options
+        .iter()
+        .any(|(name, _)| !OPTION_NAMES.contains(&name.as_str()))
+    {
+        return None;
+    }
+    Some(Recognised {
+        base,
+        kind: RecognisedKind::Permalink { hash, extension },
+        options,
+    })
+}
+
+/// Checks a base for written URLs: an absolute `http(s)` URL with a host and no query,
+/// fragment or user info. A base without a scheme would make every written URL relative to
+/// the post, and one with a query would swallow the `?url=` of every URL.
+pub fn check_base(base: &str) -> Result<(), UrlError> {
+    let bad = |why: &str| Err(UrlError::BadUrl(format!("base {base:?} {why}")));
+    if base.trim() != base || base.is_empty() {
+        return bad("must be an absolute http(s) URL such as https://img.example.com");
+    }
+    let Ok(url) = Url::parse(base) else {
+        return bad("must be an absolute http(s) URL such as https://img.example.com");
+    };
+    if !matches!(url.scheme(), "http" | "https") || !base.contains("://") {
+        return bad("must start with http:// or https://");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return bad("has no host");
+    }
+    if base.contains('?') || base.contains('#') {
+        return bad("must not have a query or a fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("must not carry user info");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +474,14 @@ mod tests {
             Some(Err(UrlError::NotAPermalink(_)))
         ));
         assert!(parse("/healthz", None).is_none());
+        let preview = parse(&format!("/m/{hex}"), Some("placeholder"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(preview.placeholder_of(), ContentHash::parse(hex).as_ref());
+        let sized = parse(&format!("/m/{hex}"), Some("placeholder&w=1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sized.placeholder_of(), None);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! each, writes the changed ones atomically (a temp file in the same folder, fsync, rename,
 //! so a crash leaves either the old post or the new one, never half of one), optionally
 //! collects a unified diff, and reports per file. One post failing never stops the others.
+//! A read-only post is left alone (and reported) unless `force`: the owner made it so, and
+//! an atomic rename would replace it regardless of its mode.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -32,6 +34,8 @@ pub struct FileReport {
     pub changed: usize,
     /// Whether the file on disk was replaced.
     pub written: bool,
+    /// Set when the post would change but was left alone, with why (it is read-only).
+    pub skipped: Option<String>,
     /// URLs left as they are, with why.
     pub warnings: Vec<String>,
     /// Set when the post could not be read, parsed or written; it is then left untouched.
@@ -53,9 +57,13 @@ impl RewriteReport {
         self.files.iter().any(|f| f.error.is_some())
     }
 
-    /// Image URLs rewritten over all posts.
+    /// Image URLs rewritten over all posts (not counting posts skipped).
     pub fn changed(&self) -> usize {
-        self.files.iter().map(|f| f.changed).sum()
+        self.files
+            .iter()
+            .filter(|f| f.skipped.is_none())
+            .map(|f| f.changed)
+            .sum()
     }
 
     /// One line per post and a total: `path: N URLs rewritten`, or the error with its causes.
@@ -73,33 +81,47 @@ impl RewriteReport {
                     }
                     out.push('\n');
                 }
-                None => {
-                    let _ = writeln!(out, "{path}: {} URLs rewritten", file.changed);
-                }
+                None => match &file.skipped {
+                    Some(why) => {
+                        let _ = writeln!(out, "{path}: skipped: {why}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{path}: {} URLs rewritten", file.changed);
+                    }
+                },
             }
             for warning in &file.warnings {
                 let _ = writeln!(out, "{path}: warning: {warning}");
             }
         }
         let failed = self.files.iter().filter(|f| f.error.is_some()).count();
-        let _ = writeln!(
+        let skipped = self.files.iter().filter(|f| f.skipped.is_some()).count();
+        let _ = write!(
             out,
             "{} posts, {} URLs rewritten, {failed} failed",
             self.files.len(),
             self.changed()
         );
+        if skipped > 0 {
+            let _ = write!(
+                out,
+                ", {skipped} skipped (read-only: --force rewrites them)"
+            );
+        }
+        out.push('\n');
         out
     }
 }
 
 /// Rewrites every post under `paths`: files are taken as given (they must be posts), folders
 /// are searched recursively for `.md`, `.markdown` and `.html` files, skipping hidden entries
-/// and `node_modules`.
+/// and `node_modules`. Read-only posts are skipped unless `force`.
 pub fn rewrite_paths(
     paths: &[PathBuf],
     settings: &Settings,
     target: &Target,
     mode: Mode,
+    force: bool,
 ) -> RewriteReport {
     let mut report = RewriteReport::default();
     let mut posts = Vec::new();
@@ -115,9 +137,9 @@ pub fn rewrite_paths(
         report.files.push(rewrite_file(
             &path,
             kind,
-            settings,
-            target,
+            (settings, target),
             mode,
+            force,
             &mut report.diff,
         ));
     }
@@ -144,9 +166,9 @@ pub fn find_posts(paths: &[PathBuf]) -> Vec<Result<(PathBuf, Kind), ArticleError
 fn rewrite_file(
     path: &Path,
     kind: Kind,
-    settings: &Settings,
-    target: &Target,
+    (settings, target): (&Settings, &Target),
     mode: Mode,
+    force: bool,
     diff: &mut String,
 ) -> FileReport {
     let text = match fs::read(path) {
@@ -187,10 +209,15 @@ fn rewrite_file(
         path: path.to_owned(),
         changed: rewritten.changed,
         written: false,
+        skipped: None,
         warnings: rewritten.warnings,
         error: None,
     };
     if rewritten.text == text {
+        return report;
+    }
+    if !force && fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
+        report.skipped = Some("read-only (use --force to rewrite it anyway)".into());
         return report;
     }
     match mode {
@@ -224,6 +251,7 @@ fn failed(path: &Path, err: ArticleError) -> FileReport {
         path: path.to_owned(),
         changed: 0,
         written: false,
+        skipped: None,
         warnings: Vec::new(),
         error: Some(err),
     }

@@ -160,11 +160,23 @@ fn value_key(stack: &mut [Frame]) -> String {
     }
 }
 
-/// Where the replaceable bytes of a scalar are, relative to its raw token. Block scalars
-/// (`|`, `>`) are skipped: nobody writes an image URL that way, and splicing into one would
-/// have to respect its indentation.
+/// Where the replaceable bytes of a scalar are, relative to its raw token. In a block scalar
+/// (`|`, `>-`, …) the URL is replaced on its line, in place, so the indicator, the
+/// indentation and the chomping stay as written; one folded over several lines is left.
 fn locate(raw: &str, value: &str, style: ScalarStyle) -> Option<(Range<usize>, Option<char>)> {
     match style {
+        ScalarStyle::Literal | ScalarStyle::Folded => {
+            let url = value.trim_end_matches(['\n', '\r']);
+            if url.is_empty() || url.contains(['\n', '\r']) {
+                return None;
+            }
+            // saphyr's span of a block scalar starts at its content (after the indentation of
+            // the first line); the URL is the first thing there.
+            let at = raw.len() - raw.trim_start().len();
+            raw[at..]
+                .starts_with(url)
+                .then_some((at..at + url.len(), None))
+        }
         // A plain scalar folded over lines (raw != value) is replaced whole by a one-line value.
         ScalarStyle::Plain => Some((0..raw.len(), None)),
         ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => {
@@ -183,7 +195,6 @@ fn locate(raw: &str, value: &str, style: ScalarStyle) -> Option<(Range<usize>, O
                 Some((0..end + 1, Some(quote)))
             }
         }
-        _ => None,
     }
 }
 
@@ -299,6 +310,31 @@ mod tests {
         .map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d))
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn block_scalars_are_replaced_on_their_line() {
+        let text = "---\nfolded: >-\n  http://a/f.jpg\nliteral: |\n    http://a/l.jpg\nkeep: |+\n  http://a/k.jpg\n\nafter: x\n---\n";
+        let got = values_of(text);
+        let urls: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(k, _, raw, q)| {
+                assert_eq!(*q, None);
+                (k.as_str(), raw.as_str())
+            })
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                ("folded", "http://a/f.jpg"),
+                ("literal", "http://a/l.jpg"),
+                ("keep", "http://a/k.jpg"),
+                ("after", "x"),
+            ]
+        );
+        // Over CRLF too.
+        let text = "---\r\nheadimg: >-\r\n  http://a/f.jpg\r\n---\r\n";
+        assert_eq!(values_of(text)[0].2, "http://a/f.jpg");
     }
 
     #[test]

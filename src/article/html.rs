@@ -1,10 +1,13 @@
-//! HTML: locates `<img>` and `<source>` start tags with lol_html's streaming tokenizer and
-//! reports the byte range of every attribute value, plus where new attributes can go. lol_html
+//! HTML: locates the start tags that can name images (`<img>`, `<source>`, `<a>`, `<video>`
+//! and any element with a `style` attribute) and the text of `<style>` elements with
+//! lol_html's streaming tokenizer, and reports the byte range of every attribute value, plus
+//! where new attributes can go. lol_html
 //! is used only as a locator and its output is thrown away, because when it modifies an
 //! attribute it re-serialises the whole start tag (losing single quotes, unquoted values and
 //! spacing); splicing into the original bytes keeps everything else exactly as written.
 //!
-//! Also home of the `srcset` splitter (the HTML standard's candidate rules, by byte range).
+//! Also home of the `srcset` splitter (the HTML standard's candidate rules, by byte range)
+//! and the CSS `url()` finder used for `style` attributes and `<style>` sheets.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -17,7 +20,7 @@ use super::frontmatter::line_of;
 /// A start tag of interest.
 #[derive(Debug, Clone)]
 pub(crate) struct Tag {
-    /// Lower-cased tag name: `img` or `source`.
+    /// Lower-cased tag name: `img`, `source`, `a`, `video`, or any element with `style`.
     pub name: String,
     /// The whole start tag, `<` to `>`, in the whole file.
     pub span: Range<usize>,
@@ -31,6 +34,8 @@ pub(crate) struct Tag {
 pub(crate) struct Attr {
     /// Lower-cased name.
     pub name: String,
+    /// Where the name starts in the whole file (the attribute's first byte).
+    pub name_start: Option<usize>,
     /// The value as written (character references not decoded).
     pub raw: String,
     /// The value's bytes without quotes; `None` for a bare attribute like `hidden`.
@@ -61,26 +66,40 @@ impl Tag {
     }
 }
 
-/// The `<img>` and `<source>` start tags in `text[range]`, in document order, with positions
-/// in `text`. The range is tokenized on its own, so a Markdown post's HTML blocks cannot leak
+/// What the HTML locator found in one range.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// Start tags of interest, in document order.
+    pub tags: Vec<Tag>,
+    /// The text of each `<style>` element (a CSS sheet), in the whole file.
+    pub sheets: Vec<Range<usize>>,
+}
+
+/// The start tags of interest in `text[range]`, in document order, with positions in `text`,
+/// and the `<style>` sheets. The range is tokenized on its own, so a Markdown post's HTML blocks cannot leak
 /// tokenizer state (an unclosed `<script>`, say) into each other.
 ///
 /// `<noscript>` content is raw text to a tokenizer with scripting on (as lol_html is), yet it
 /// is where lazy-loading themes put the real `<img>`; it is tokenized again as markup.
-pub(crate) fn tags(text: &str, range: Range<usize>) -> Result<Vec<Tag>, ArticleError> {
-    let mut tags = tags_once(text, range.clone(), true)?;
-    tags.sort_by_key(|t| t.span.start);
-    Ok(tags)
+pub(crate) fn tags(text: &str, range: Range<usize>) -> Result<Found, ArticleError> {
+    let mut found = tags_once(text, range.clone(), true)?;
+    found.tags.sort_by_key(|t| t.span.start);
+    Ok(found)
 }
 
-fn tags_once(text: &str, range: Range<usize>, descend: bool) -> Result<Vec<Tag>, ArticleError> {
+/// The selector of the start tags reported: lol_html calls one handler once per element,
+/// however many of the list's selectors match it.
+const SELECTOR: &str = "img, source, a, video, [style]";
+
+fn tags_once(text: &str, range: Range<usize>, descend: bool) -> Result<Found, ArticleError> {
     let base = range.start;
     let html = &text[range];
     let found: RefCell<Vec<Tag>> = RefCell::new(Vec::new());
     let noscript: RefCell<Vec<Range<usize>>> = RefCell::new(Vec::new());
+    let sheets: RefCell<Vec<Range<usize>>> = RefCell::new(Vec::new());
     {
         let settings = Settings::new()
-            .append_element_content_handler(element!("img, source", |el| {
+            .append_element_content_handler(element!(SELECTOR, |el| {
                 let span = el.source_location().bytes();
                 let mut insert_at = span.start + 1 + el.tag_name_preserve_case().len();
                 let attrs = el
@@ -96,6 +115,7 @@ fn tags_once(text: &str, range: Range<usize>, descend: bool) -> Result<Vec<Tag>,
                         };
                         insert_at = insert_at.max(end);
                         Attr {
+                            name_start: a.name_source_location().map(|n| base + n.bytes().start),
                             name: a.name(),
                             raw: a.value(),
                             value: value.map(|v| base + v.start..base + v.end),
@@ -112,13 +132,19 @@ fn tags_once(text: &str, range: Range<usize>, descend: bool) -> Result<Vec<Tag>,
                 Ok(())
             }))
             .append_element_content_handler(text!("noscript", |chunk| {
-                let loc = chunk.source_location().bytes();
-                let mut ranges = noscript.borrow_mut();
-                // A text node can arrive in several chunks; they are contiguous, so merge them.
-                match ranges.last_mut() {
-                    Some(last) if last.end == base + loc.start => last.end = base + loc.end,
-                    _ => ranges.push(base + loc.start..base + loc.end),
-                }
+                merge_chunk(
+                    &mut noscript.borrow_mut(),
+                    base,
+                    chunk.source_location().bytes(),
+                );
+                Ok(())
+            }))
+            .append_element_content_handler(text!("style", |chunk| {
+                merge_chunk(
+                    &mut sheets.borrow_mut(),
+                    base,
+                    chunk.source_location().bytes(),
+                );
                 Ok(())
             }));
         let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
@@ -129,13 +155,77 @@ fn tags_once(text: &str, range: Range<usize>, descend: bool) -> Result<Vec<Tag>,
         rewriter.write(html.as_bytes()).map_err(fail)?;
         rewriter.end().map_err(fail)?;
     }
-    let mut found = found.into_inner();
+    let mut found = Found {
+        tags: found.into_inner(),
+        sheets: sheets.into_inner(),
+    };
     if descend {
         for inner in noscript.into_inner() {
-            found.extend(tags_once(text, inner, false)?);
+            let nested = tags_once(text, inner, false)?;
+            found.tags.extend(nested.tags);
+            found.sheets.extend(nested.sheets);
         }
     }
     Ok(found)
+}
+
+/// A text node can arrive in several chunks; they are contiguous, so they are merged.
+fn merge_chunk(ranges: &mut Vec<Range<usize>>, base: usize, loc: Range<usize>) {
+    match ranges.last_mut() {
+        Some(last) if last.end == base + loc.start => last.end = base + loc.end,
+        _ => ranges.push(base + loc.start..base + loc.end),
+    }
+}
+
+/// Byte ranges of the URLs of the `url(…)` functions in CSS text, without their quotes.
+/// In a `style` attribute the quotes may be written as character references (`&quot;`),
+/// which count as quotes too. Comments are skipped; `image-set()` and `src:` lists need no
+/// special case since each of their URLs is its own `url()`.
+pub(crate) fn css_urls(css: &str) -> Vec<Range<usize>> {
+    const QUOTES: [&str; 6] = ["\"", "'", "&quot;", "&#34;", "&#39;", "&apos;"];
+    let bytes = css.as_bytes();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        if css[pos..].starts_with("/*") {
+            pos = css[pos + 2..]
+                .find("*/")
+                .map_or(bytes.len(), |end| pos + 2 + end + 2);
+            continue;
+        }
+        let at_url = css.len() >= pos + 4
+            && css.as_bytes()[pos..pos + 4].eq_ignore_ascii_case(b"url(")
+            && (pos == 0 || !(bytes[pos - 1].is_ascii_alphanumeric() || bytes[pos - 1] == b'-'));
+        if !at_url {
+            pos += css[pos..].chars().next().map_or(1, char::len_utf8);
+            continue;
+        }
+        let mut start = pos + 4;
+        while start < bytes.len() && bytes[start].is_ascii_whitespace() {
+            start += 1;
+        }
+        let quote = QUOTES.iter().find(|q| css[start..].starts_with(**q));
+        let (url_start, url_end) = match quote {
+            Some(q) => {
+                let from = start + q.len();
+                match css[from..].find(*q) {
+                    Some(len) => (from, from + len),
+                    None => break,
+                }
+            }
+            None => {
+                let len = css[start..]
+                    .find(|c: char| c == ')' || c.is_ascii_whitespace())
+                    .unwrap_or(css.len() - start);
+                (start, start + len)
+            }
+        };
+        if url_end > url_start {
+            out.push(url_start..url_end);
+        }
+        pos = url_end.max(pos + 4);
+    }
+    out
 }
 
 /// The quote character around a value, if the bytes on both sides are the same quote.
@@ -221,7 +311,7 @@ mod tests {
     #[test]
     fn tags_report_value_spans_and_quotes() {
         let text = "x<P><IMG SRC=a/ Alt='b c' data-size=\"1,2\" hidden></P><picture><source srcset=\"s 1x\"><img src=\"i\" /></picture>";
-        let tags = tags(text, 1..text.len()).expect("parses");
+        let tags = tags(text, 1..text.len()).expect("parses").tags;
         assert_eq!(tags.len(), 3);
         let img = &tags[0];
         assert_eq!(img.name, "img");
@@ -246,10 +336,48 @@ mod tests {
         let text = "<noscript><img src=a></noscript><template><img src=b></template><!-- <img src=c> --><title><img src=d></title><script>'<img src=e>'</script><textarea><img src=f></textarea><img src=g>";
         let found: Vec<&str> = tags(text, 0..text.len())
             .expect("parses")
+            .tags
             .into_iter()
             .map(|t| &text[t.span])
             .collect();
         assert_eq!(found, ["<img src=a>", "<img src=b>", "<img src=g>"]);
+    }
+
+    #[test]
+    fn css_urls_table() {
+        let cases: &[(&str, &[&str])] = &[
+            ("background:url(http://a/x.jpg)", &["http://a/x.jpg"]),
+            (
+                "background: URL( 'http://a/x.jpg' ) no-repeat",
+                &["http://a/x.jpg"],
+            ),
+            (
+                "background-image:url(&quot;http://a/x.jpg?a=1&amp;b=2&quot;)",
+                &["http://a/x.jpg?a=1&amp;b=2"],
+            ),
+            (
+                "a{background:url(\"x.png\")} /* url(no.png) */ b{background:url(y.png)}",
+                &["x.png", "y.png"],
+            ),
+            ("background:myurl(x.png)", &[]),
+            ("background:url()", &[]),
+            ("background:url('unterminated", &[]),
+        ];
+        for (css, want) in cases {
+            let got: Vec<&str> = css_urls(css).into_iter().map(|r| &css[r]).collect();
+            assert_eq!(&got, want, "{css:?}");
+        }
+    }
+
+    #[test]
+    fn one_tag_per_element_and_style_sheets() {
+        let text = "<img style=\"a\" src=x><a href=y><div style='b'></div></a><video poster=p></video><style>s{}</style>";
+        let found = tags(text, 0..text.len()).expect("parses");
+        let names: Vec<&str> = found.tags.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["img", "a", "div", "video"]);
+        let sheets: Vec<&str> = found.sheets.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(sheets, ["s{}"]);
+        assert_eq!(found.tags[0].attrs[1].name_start, Some(15));
     }
 
     #[test]
@@ -264,8 +392,8 @@ mod tests {
         ];
         for text in cases {
             // Either outcome is fine; what matters is no panic and sane spans.
-            if let Ok(tags) = tags(text, 0..text.len()) {
-                for t in tags {
+            if let Ok(found) = tags(text, 0..text.len()) {
+                for t in found.tags {
                     assert!(t.span.end <= text.len());
                     assert!(t.insert_at <= t.span.end);
                 }

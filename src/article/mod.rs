@@ -1,5 +1,8 @@
-//! Articles: finds the image URLs in blog posts (YAML front matter, HTML, Markdown image
-//! syntax) and rewrites them to imgmirror URLs while keeping every other byte of the post.
+//! Articles: finds the image URLs in blog posts (YAML front matter, HTML — `<img>` and its
+//! lazy-loading attributes, `<picture>`, `<video poster>`, `<a href>` around images, CSS
+//! `url()` in `style` and `<style>` — and Markdown images and image links) and rewrites them
+//! to imgmirror URLs while keeping every other byte of the post. It also recognises the
+//! imgmirror URLs it wrote before, to move them to another base or undo them.
 //! One extraction serves both `imgmirror rewrite` and `imgmirror prefetch`, so what gets
 //! prefetched is exactly what the rewritten post will ask for.
 //!
@@ -12,24 +15,31 @@
 //! quoting, attribute order, entities and line endings are untouched. The URLs written are
 //! spelled by [`crate::url_grammar`], the grammar the server parses.
 //!
-//! Submodules: `frontmatter` (the `---` block), `html` (start tags and `srcset`), `markdown`
-//! (HTML ranges and image destinations), `urls` (which URLs are ours, the URLs we write),
-//! `scan` (the one extraction), `splice` (edits for a rewrite), `files` (the `rewrite`
-//! command's engine: walking, atomic writes, diffs, the report), `prefetch` (mirroring,
-//! pinning and warming a post's images), `remote` (the `POST /prefetch` client).
+//! Submodules: `frontmatter` (the `---` block), `html` (start tags, `srcset`, CSS `url()`),
+//! `markdown` (HTML ranges, image and link destinations), `urls` (which URLs are ours, the
+//! URLs we write), `scan` (the one extraction), `splice` (edits for a rewrite), `additions`
+//! (the attributes a rewrite adds to an `<img>`, and taking them out again), `files` (the
+//! `rewrite` command's engine: walking, atomic writes, diffs, the report), `prefetch`
+//! (mirroring, pinning and warming a post's images), `audit` (the link-rot report),
+//! `remote` (the `POST /prefetch` client).
 
+mod additions;
+pub mod audit;
 mod files;
 mod frontmatter;
 mod html;
 mod markdown;
 pub mod prefetch;
 pub mod remote;
+pub mod resolve;
 mod scan;
 mod splice;
 pub(crate) mod urls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use crate::url_grammar;
 
 pub use files::{FileReport, Mode, RewriteReport, find_posts, rewrite_paths, write_atomic};
 
@@ -48,7 +58,14 @@ pub struct Settings {
     pub front_matter_size: Option<(u32, u32)>,
     /// Bases of imgmirror servers: URLs under them are never upstreams, even with
     /// `all_http`. `rewrite` adds its target base itself; `prefetch` should list its server.
+    /// (URLs of imgmirror's own shapes are recognised under any base anyway.)
     pub own_bases: Vec<String>,
+    /// Rewrite every `<a href>` and Markdown link to a worker URL (`--links`), not only
+    /// those that point at an image.
+    pub links: bool,
+    /// The largest `w`/`h` a written URL may ask for (the transform limits): a bigger
+    /// `data-size` is scaled down to fit, and reported.
+    pub max_size: (u32, u32),
 }
 
 impl Default for Settings {
@@ -58,6 +75,8 @@ impl Default for Settings {
             all_http: false,
             front_matter_size: None,
             own_bases: Vec::new(),
+            links: false,
+            max_size: (8192, 8192),
         }
     }
 }
@@ -70,7 +89,15 @@ impl Settings {
             worker_prefixes: config.worker_prefixes.clone(),
             all_http: false,
             front_matter_size: config.front_matter_size(),
-            own_bases: Vec::new(),
+            ..Settings::default()
+        }
+    }
+
+    /// [`Settings::from_config`], with the size limits of the `[transform]` section.
+    pub fn from_full_config(config: &crate::config::Config) -> Settings {
+        Settings {
+            max_size: (config.transform.max_width, config.transform.max_height),
+            ..Settings::from_config(&config.article)
         }
     }
 }
@@ -111,9 +138,29 @@ pub enum Place {
     SourceSrcset,
     /// `![alt](url)`, or the `[ref]: url` definition of `![alt][ref]`.
     MarkdownImage,
+    /// `<img data-original>` (jQuery lazyload and the themes built on it).
+    DataOriginal,
+    /// `<img data-lazy-src>`.
+    DataLazySrc,
+    /// A candidate of an `<img data-srcset>` or `<source data-srcset>`.
+    DataSrcset,
+    /// `<video poster>`.
+    VideoPoster,
+    /// `<a href>` or a Markdown link pointing at an image.
+    Link,
+    /// A CSS `url()`, in a `style` attribute or a `<style>` sheet.
+    CssUrl,
 }
 
 impl Place {
+    /// Whether a URL here is the `<img>`'s own image (what its size and preview are of).
+    pub fn names_the_image(&self) -> bool {
+        matches!(
+            self,
+            Place::ImgSrc | Place::DataSrc | Place::DataOriginal | Place::DataLazySrc
+        )
+    }
+
     /// A stable kebab-case name, for logs and reports.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -123,6 +170,12 @@ impl Place {
             Place::DataSrc => "img-data-src",
             Place::SourceSrcset => "source-srcset",
             Place::MarkdownImage => "markdown-image",
+            Place::DataOriginal => "img-data-original",
+            Place::DataLazySrc => "img-data-lazy-src",
+            Place::DataSrcset => "data-srcset",
+            Place::VideoPoster => "video-poster",
+            Place::Link => "link",
+            Place::CssUrl => "css-url",
         }
     }
 }
@@ -152,6 +205,54 @@ pub struct Target {
     /// For `--pin`: upstream URL → (sha256 hex, extension without dot) of its mirrored
     /// original. Pinned images get `/m/<sha256>.<ext>` URLs; the others keep `/?url=`.
     pub pins: HashMap<String, (String, String)>,
+    /// `--from-base`: imgmirror URLs under this base are moved to `base`.
+    pub from_base: Option<String>,
+    /// `--undo`: imgmirror URLs (under `from_base` if set, else any) go back to the worker
+    /// form or the plain upstream, and the attributes a rewrite added are taken out.
+    pub undo: Option<UndoTo>,
+    /// For `--undo` of `/m/` permalinks: sha256 hex → the upstream URL it was mirrored from.
+    pub permalinks: HashMap<String, String>,
+    /// For `--placeholders`: upstream URL or sha256 hex → the image's preview and size.
+    pub placeholders: HashMap<String, Placeholder>,
+}
+
+/// What `--undo` writes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndoTo {
+    /// The worker URL (the first of `article.worker_prefixes`), as the post had it.
+    Worker,
+    /// The plain upstream URL (`--to upstream`).
+    Upstream,
+}
+
+/// An image's inline preview for `--placeholders`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    /// Intrinsic size of the original, written as `width`/`height` when `data-size` is missing.
+    pub width: u32,
+    pub height: u32,
+    /// `data:image/png;base64,…`, the decoded ThumbHash.
+    pub data_uri: String,
+}
+
+/// What an image reference of a post names, for the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Named {
+    /// An upstream URL (worker URL, plain URL, or an imgmirror `/?url=` URL), as spelled.
+    Upstream(String),
+    /// A mirrored original by sha256 hex (an imgmirror `/m/` permalink).
+    Hash(String),
+}
+
+/// One image reference of a post, rewritten or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub named: Named,
+    pub place: Place,
+    /// 1-based line.
+    pub line: usize,
+    /// The post still goes through a worker or the upstream for it (not rewritten yet).
+    pub rewritable: bool,
 }
 
 /// The result of rewriting one post.
@@ -195,20 +296,63 @@ pub enum ArticleError {
     },
 }
 
-/// The image URLs of a post, in document order, one entry per occurrence.
+/// The image URLs of a post still to be rewritten, in document order, one entry per
+/// occurrence. (imgmirror URLs written before are not listed: see [`references`].)
 pub fn extract(text: &str, kind: Kind, settings: &Settings) -> Result<Vec<ImageRef>, ArticleError> {
     let scan = scan::scan(text, kind, settings, &[])?;
     Ok(scan
         .urls
         .into_iter()
-        .map(|found| ImageRef {
-            upstream: found.upstream,
-            size: found.size,
-            place: found.place,
-            line: found.line,
-            also_2x: found.adds_2x,
+        .filter_map(|found| match found.what {
+            scan::What::Upstream(upstream) => Some(ImageRef {
+                upstream,
+                size: found.size,
+                place: found.place,
+                line: found.line,
+                also_2x: found.adds_2x,
+            }),
+            scan::What::Own(_) => None,
         })
         .collect())
+}
+
+/// Every image reference of a post, rewritten (imgmirror URLs under any base) or not
+/// (worker URLs, and with `all_http` plain ones), in document order.
+pub fn references(
+    text: &str,
+    kind: Kind,
+    settings: &Settings,
+) -> Result<Vec<Reference>, ArticleError> {
+    let scan = scan::scan(text, kind, settings, &[])?;
+    Ok(scan
+        .urls
+        .into_iter()
+        .map(|found| {
+            let named = match &found.what {
+                scan::What::Upstream(upstream) => Named::Upstream(upstream.clone()),
+                scan::What::Own(own) => match &own.kind {
+                    url_grammar::RecognisedKind::Proxy { upstream } => {
+                        Named::Upstream(upstream.clone())
+                    }
+                    url_grammar::RecognisedKind::Permalink { hash, .. } => {
+                        Named::Hash(hash.to_hex())
+                    }
+                },
+            };
+            Reference {
+                named,
+                rewritable: matches!(found.what, scan::What::Upstream(_)),
+                place: found.place,
+                line: found.line,
+            }
+        })
+        .collect())
+}
+
+/// Checks a `--base` (or `--from-base`): an absolute `http(s)` URL without query or
+/// fragment; anything else would write URLs that break every image.
+pub fn check_base(base: &str) -> Result<(), url_grammar::UrlError> {
+    url_grammar::check_base(base)
 }
 
 /// Rewrites the image URLs of a post to `target`, keeping every other byte.
@@ -219,7 +363,7 @@ pub fn rewrite(
     target: &Target,
 ) -> Result<Rewritten, ArticleError> {
     let scan = scan::scan(text, kind, settings, &[target.base.as_str()])?;
-    Ok(splice::apply(text, &scan, target))
+    Ok(splice::apply(text, &scan, settings, target))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ fn target() -> Target {
     Target {
         base: BASE.to_owned(),
         pins: HashMap::new(),
+        ..Target::default()
     }
 }
 
@@ -109,7 +110,7 @@ fn seed_rewrite_changes_only_the_urls_and_is_idempotent() {
 
     // Outside the replaced URLs and the added attributes, every byte is the same.
     let mut after = mask_urls(&first.text, BASE);
-    for name in ["width", "height", "loading", "decoding"] {
+    for name in ["width", "height", "loading", "decoding", "data-imgmirror"] {
         after = remove_attr(&after, name);
     }
     // `mask_urls` runs to the closing quote, so the added srcset is masked whole.
@@ -137,14 +138,14 @@ fn seed_rewrite_changes_only_the_urls_and_is_idempotent() {
         "headimg: '{BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg'\n"
     )));
     let second_img = format!(
-        "<img src=\"{BASE}/?url={up}f10e2cf9e7d101c3e864c2e328f5df8b.jpeg&amp;w=480&amp;h=319\" data-size=\"480,319\" referrerpolicy=\"no-referrer\" srcset=\"{BASE}/?url={up}f10e2cf9e7d101c3e864c2e328f5df8b.jpeg&amp;w=480&amp;h=319 1x, {BASE}/?url={up}f10e2cf9e7d101c3e864c2e328f5df8b.jpeg&amp;w=480&amp;h=319&amp;dpr=2 2x\" width=\"480\" height=\"319\" loading=\"lazy\" decoding=\"async\">"
+        "<img src=\"{BASE}/?url={up}f10e2cf9e7d101c3e864c2e328f5df8b.jpeg&amp;w=480&amp;h=319\" data-size=\"480,319\" referrerpolicy=\"no-referrer\" srcset=\"{BASE}/?url={up}f10e2cf9e7d101c3e864c2e328f5df8b.jpeg&amp;w=480&amp;h=319 1x, {BASE}/?url={up}f10e2cf9e7d101c3e864c2e328f5df8b.jpeg&amp;w=480&amp;h=319&amp;dpr=2 2x\" width=\"480\" height=\"319\" loading=\"lazy\" decoding=\"async\" data-imgmirror=\"5\">"
     );
     assert!(
         first.text.contains(&second_img),
         "second image not as expected"
     );
     let first_img = format!(
-        "<img src=\"{BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg&amp;w=480&amp;h=319\" data-size=\"480,319\" referrerpolicy=\"no-referrer\" srcset=\"{BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg&amp;w=480&amp;h=319 1x, {BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg&amp;w=480&amp;h=319&amp;dpr=2 2x\" width=\"480\" height=\"319\">"
+        "<img src=\"{BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg&amp;w=480&amp;h=319\" data-size=\"480,319\" referrerpolicy=\"no-referrer\" srcset=\"{BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg&amp;w=480&amp;h=319 1x, {BASE}/?url={up}f8a4283e70d403f54ac17f21b5a1cadf.jpeg&amp;w=480&amp;h=319&amp;dpr=2 2x\" width=\"480\" height=\"319\" data-imgmirror=\"3\">"
     );
     assert!(
         first.text.contains(&first_img),
@@ -199,14 +200,14 @@ fn edge_cases_table() {
             "single quotes keep their quotes, and added attributes follow them",
             Kind::Html,
             "<p><img alt=x src='§http://a.test/1.jpg' data-size='4,3'></p>",
-            "<p><img alt=x src='@1.jpg&amp;w=4&amp;h=3' data-size='4,3' srcset='@1.jpg&amp;w=4&amp;h=3 1x, @1.jpg&amp;w=4&amp;h=3&amp;dpr=2 2x' width='4' height='3'></p>",
+            "<p><img alt=x src='@1.jpg&amp;w=4&amp;h=3' data-size='4,3' srcset='@1.jpg&amp;w=4&amp;h=3 1x, @1.jpg&amp;w=4&amp;h=3&amp;dpr=2 2x' width='4' height='3' data-imgmirror='3'></p>",
             1,
         ),
         (
             "upper-case tags and attributes",
             Kind::Html,
             "<IMG SRC=\"§http://a.test/0.jpg\"><P><IMG SRC=\"§http://a.test/1.jpg\" ALT=\"\"></P>",
-            "<IMG SRC=\"@0.jpg\"><P><IMG SRC=\"@1.jpg\" ALT=\"\" loading=\"lazy\" decoding=\"async\"></P>",
+            "<IMG SRC=\"@0.jpg\"><P><IMG SRC=\"@1.jpg\" ALT=\"\" loading=\"lazy\" decoding=\"async\" data-imgmirror=\"2\"></P>",
             2,
         ),
         (
@@ -220,14 +221,14 @@ fn edge_cases_table() {
             "self-closing tag: attributes go before ` />`",
             Kind::Html,
             "<img src=\"x.png\"><img src=\"§http://a.test/1.jpg\" />",
-            "<img src=\"x.png\"><img src=\"@1.jpg\" loading=\"lazy\" decoding=\"async\" />",
+            "<img src=\"x.png\"><img src=\"@1.jpg\" loading=\"lazy\" decoding=\"async\" data-imgmirror=\"2\" />",
             1,
         ),
         (
             "srcset with descriptors; an existing srcset is not replaced",
             Kind::Html,
             "<img src=\"§http://a.test/1.jpg\" data-size=\"4,3\" srcset=\"§http://a.test/1.jpg 1x,\n  §http://a.test/2.jpg  2x\">",
-            "<img src=\"@1.jpg&amp;w=4&amp;h=3\" data-size=\"4,3\" srcset=\"@1.jpg 1x,\n  @2.jpg  2x\" width=\"4\" height=\"3\">",
+            "<img src=\"@1.jpg&amp;w=4&amp;h=3\" data-size=\"4,3\" srcset=\"@1.jpg 1x,\n  @2.jpg  2x\" width=\"4\" height=\"3\" data-imgmirror=\"2\">",
             3,
         ),
         (
@@ -248,14 +249,14 @@ fn edge_cases_table() {
             "<noscript> fallbacks are markup too",
             Kind::Html,
             "<img data-src=\"§http://a.test/1.jpg\"><noscript><img src=\"§http://a.test/1.jpg\"></noscript>",
-            "<img data-src=\"@1.jpg\"><noscript><img src=\"@1.jpg\" loading=\"lazy\" decoding=\"async\"></noscript>",
+            "<img data-src=\"@1.jpg\"><noscript><img src=\"@1.jpg\" loading=\"lazy\" decoding=\"async\" data-imgmirror=\"2\"></noscript>",
             2,
         ),
         (
             "existing width/height/loading are kept, not duplicated",
             Kind::Html,
             "<img src=\"a.png\"><img src=\"§http://a.test/1.jpg\" data-size=\"4,3\" width=\"2\" loading=\"eager\">",
-            "<img src=\"a.png\"><img src=\"@1.jpg&amp;w=4&amp;h=3\" data-size=\"4,3\" width=\"2\" loading=\"eager\" srcset=\"@1.jpg&amp;w=4&amp;h=3 1x, @1.jpg&amp;w=4&amp;h=3&amp;dpr=2 2x\" decoding=\"async\">",
+            "<img src=\"a.png\"><img src=\"@1.jpg&amp;w=4&amp;h=3\" data-size=\"4,3\" width=\"2\" loading=\"eager\" srcset=\"@1.jpg&amp;w=4&amp;h=3 1x, @1.jpg&amp;w=4&amp;h=3&amp;dpr=2 2x\" decoding=\"async\" data-imgmirror=\"2\">",
             1,
         ),
         (
@@ -390,6 +391,7 @@ fn all_http_skips_https_links_and_our_own_base() {
     let local = Target {
         base: "http://127.0.0.1:8080".into(),
         pins: HashMap::new(),
+        ..Target::default()
     };
     let input = "---\nheadimg: http://a.test/h\nlink: http://a.test/page\n---\n<img src=\"https://a.test/s.jpg\"><img src=\"http://a.test/1.jpg\">\n![x](http://a.test/2.png)\n";
     let out = rewrite(input, Kind::Markdown, &settings, &local).expect("rewrites");
@@ -531,6 +533,7 @@ fn rewrite_paths_writes_good_posts_and_leaves_the_bad_one() {
         &Settings::default(),
         &target(),
         Mode::Write,
+        false,
     );
     let got: Vec<(PathBuf, usize, bool, bool)> = report
         .files
@@ -584,6 +587,7 @@ fn rewrite_paths_writes_good_posts_and_leaves_the_bad_one() {
         &Settings::default(),
         &target(),
         Mode::Write,
+        false,
     );
     assert_eq!(again.changed(), 0);
     assert!(again.files.iter().all(|f| !f.written));
@@ -597,6 +601,7 @@ fn dry_run_and_diff_write_nothing() {
         &Settings::default(),
         &target(),
         Mode::DryRun,
+        false,
     );
     assert_eq!(dry.changed(), 22);
     assert!(dry.diff.is_empty());
@@ -607,6 +612,7 @@ fn dry_run_and_diff_write_nothing() {
         &Settings::default(),
         &target(),
         Mode::Diff,
+        false,
     );
     assert!(!diff.any_failed());
     assert_eq!(fs::read_to_string(&seed).expect("read"), SEED);
@@ -643,6 +649,7 @@ fn explicit_non_post_and_missing_paths_fail_alone() {
         &Settings::default(),
         &target(),
         Mode::DryRun,
+        false,
     );
     assert_eq!(report.files.len(), 3);
     assert!(matches!(
@@ -667,6 +674,7 @@ fn a_post_named_twice_is_rewritten_once_and_non_utf8_fails_alone() {
         &Settings::default(),
         &target(),
         Mode::Write,
+        false,
     );
     let seeds: Vec<&FileReport> = report
         .files
@@ -740,8 +748,8 @@ fn fixture_posts_match_their_expected_output() {
     type Outcome = Result<(usize, usize), &'static str>;
     let cases: &[(&str, Outcome)] = &[
         ("crlf.md", Ok((5, 0))),
-        ("no-front-matter.html", Ok((9, 0))),
-        ("broken.md", Ok((2, 1))),
+        ("no-front-matter.html", Ok((10, 0))),
+        ("broken.md", Ok((2, 2))),
         (
             "bad-front-matter.md",
             Err("front matter is not valid yaml at line 3"),

@@ -1,11 +1,12 @@
 //! URL rules of the article module: which URLs are ours to rewrite (worker URLs, and with
-//! `--all-http` plain `http://` ones), what their upstream is, and how the imgmirror URL that
-//! replaces them is spelled. Pure string functions; no parsing of documents happens here.
+//! `--all-http` plain `http://` ones), which are imgmirror URLs written before (to move or
+//! undo), what their upstream is, and how the URL that replaces them is spelled. Pure string
+//! functions; no parsing of documents happens here.
 
 use std::borrow::Cow;
 
 use super::{Settings, Target};
-use crate::url_grammar;
+use crate::url_grammar::{self, Recognised};
 
 /// Extensions that make a front-matter `http://` value an image under `--all-http`. Front
 /// matter also holds links, and turning a link into a mirror URL would break it.
@@ -36,7 +37,10 @@ pub(crate) enum Class {
     Rewrite(String),
     /// Looks like ours to rewrite but its upstream is not a usable URL: leave it and warn.
     Invalid(String),
-    /// Someone else's URL, or already an imgmirror URL: leave it alone.
+    /// An imgmirror URL (under any base): left alone by a plain rewrite, moved by
+    /// `--from-base`, turned back by `--undo`.
+    Own(Recognised),
+    /// Someone else's URL: leave it alone.
     Other,
 }
 
@@ -53,11 +57,17 @@ pub(crate) fn classify(url: &str, settings: &Settings, own: &[&str], http_ok: bo
         // whole; a tail without a scheme is kept as written and refused below.
         let upstream =
             url_grammar::worker_upstream(rest).map_or_else(|| rest.to_owned(), Cow::into_owned);
+        // The browser never sends a fragment, so the worker never fetched it: it is no part
+        // of the upstream (and must not become `%23…` in the index key).
+        let upstream = without_fragment(&upstream).to_owned();
         return if is_valid_upstream(&upstream) {
             Class::Rewrite(upstream)
         } else {
             Class::Invalid(upstream)
         };
+    }
+    if let Some(recognised) = url_grammar::recognise(url) {
+        return Class::Own(recognised);
     }
     if settings.all_http
         && http_ok
@@ -66,6 +76,7 @@ pub(crate) fn classify(url: &str, settings: &Settings, own: &[&str], http_ok: bo
             .iter()
             .any(|base| starts_with_ignore_case(url, &format!("{}/", base.trim_end_matches('/'))))
     {
+        let url = without_fragment(url);
         return if is_valid_upstream(url) {
             Class::Rewrite(url.to_owned())
         } else {
@@ -75,18 +86,34 @@ pub(crate) fn classify(url: &str, settings: &Settings, own: &[&str], http_ok: bo
     Class::Other
 }
 
-/// Whether a front-matter value under `key` may be treated as an image by `--all-http`.
-pub(crate) fn front_matter_http_ok(key: &str, url: &str) -> bool {
-    let key = key.split('[').next().unwrap_or(key).to_ascii_lowercase();
-    if IMAGE_KEYS.contains(&key.as_str()) {
-        return true;
-    }
+fn without_fragment(url: &str) -> &str {
+    url.split('#').next().unwrap_or(url)
+}
+
+/// Whether a URL's path ends in an image extension (query and fragment aside).
+pub(crate) fn has_image_extension(url: &str) -> bool {
     let path = url
         .split(['?', '#'])
         .next()
         .unwrap_or(url)
         .to_ascii_lowercase();
     IMAGE_EXTENSIONS.iter().any(|ext| path.ends_with(ext))
+}
+
+/// The worker URL for an upstream: the first configured worker prefix, then the upstream as
+/// the post spelled it (what `--undo` writes back).
+pub(crate) fn worker_url(settings: &Settings, upstream: &str) -> String {
+    let prefix = settings
+        .worker_prefixes
+        .first()
+        .map_or(super::DEFAULT_WORKER_PREFIX, String::as_str);
+    format!("{prefix}{upstream}")
+}
+
+/// Whether a front-matter value under `key` may be treated as an image by `--all-http`.
+pub(crate) fn front_matter_http_ok(key: &str, url: &str) -> bool {
+    let key = key.split('[').next().unwrap_or(key).to_ascii_lowercase();
+    IMAGE_KEYS.contains(&key.as_str()) || has_image_extension(url)
 }
 
 /// Matches a worker prefix, accepting the other scheme and protocol-relative `//host/` forms
@@ -240,13 +267,37 @@ pub(crate) fn mirror_url(
     }
 }
 
-/// Parses `data-size="W,H"`. A malformed or zero size is ignored rather than an error: it is
-/// only a hint, and the image still gets its original URL.
-pub(crate) fn parse_size(raw: &str) -> Option<(u32, u32)> {
-    let (w, h) = raw.split_once(',')?;
-    let w: u32 = w.trim().parse().ok()?;
-    let h: u32 = h.trim().parse().ok()?;
-    (w > 0 && h > 0).then_some((w, h))
+/// Parses `data-size="W,H"`; the error says why a value is unusable. A bad size is not an
+/// error of the post (it is only a hint, and the image keeps its URL), but it is reported.
+pub(crate) fn parse_size(raw: &str) -> Result<(u32, u32), &'static str> {
+    let (w, h) = raw.split_once(',').ok_or("not \"width,height\"")?;
+    let number = |s: &str| -> Result<u32, &'static str> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("not two whole numbers");
+        }
+        // Digits only: a parse failure here is an overflow.
+        Ok(s.parse().unwrap_or(u32::MAX))
+    };
+    let (w, h) = (number(w)?, number(h)?);
+    if w == 0 || h == 0 {
+        return Err("a side is zero");
+    }
+    Ok((w, h))
+}
+
+/// Scales a size down (keeping its aspect ratio) until it fits `max`: a URL asking for more
+/// than the transform limits would only be refused. `None` when it already fits.
+pub(crate) fn clamp_size((w, h): (u32, u32), (max_w, max_h): (u32, u32)) -> Option<(u32, u32)> {
+    if w <= max_w && h <= max_h {
+        return None;
+    }
+    let scale = f64::min(
+        f64::from(max_w) / f64::from(w),
+        f64::from(max_h) / f64::from(h),
+    );
+    let fit = |side: u32, max: u32| ((f64::from(side) * scale).round() as u32).clamp(1, max);
+    Some((fit(w, max_w), fit(h, max_h)))
 }
 
 #[cfg(test)]
@@ -309,9 +360,9 @@ mod tests {
             ),
             ("https://a.example/x.jpg", true, Class::Other),
             (
-                "http://127.0.0.1:8080/?url=http%3A%2F%2Fa%2Fb.jpg",
+                "http://a.example/?page=2",
                 true,
-                Class::Other,
+                Class::Rewrite("http://a.example/?page=2".into()),
             ),
             ("/local/x.jpg", true, Class::Other),
         ];
@@ -319,6 +370,18 @@ mod tests {
             assert_eq!(
                 &classify(url, &settings(*all_http), &own, true),
                 want,
+                "{url}"
+            );
+        }
+        // Our own URLs, under any base, are recognised rather than taken as upstreams.
+        let permalink = format!("https://img.example.com/m/{}.jpg", "ab".repeat(32));
+        for url in [
+            "http://127.0.0.1:8080/?url=http%3A%2F%2Fa%2Fb.jpg",
+            "http://img.other.example/?url=http%3A%2F%2Fa%2Fb.jpg&w=1&h=2",
+            permalink.as_str(),
+        ] {
+            assert!(
+                matches!(classify(url, &settings(true), &own, true), Class::Own(_)),
                 "{url}"
             );
         }
@@ -344,6 +407,7 @@ mod tests {
         let mut target = Target {
             base: "https://img.example.com/".into(),
             pins: HashMap::new(),
+            ..Target::default()
         };
         let up = "http://a.example/x.jpg?v=1&b=2";
         assert_eq!(
@@ -378,13 +442,45 @@ mod tests {
             ("480,319", Some((480, 319))),
             (" 480 , 319 ", Some((480, 319))),
             ("0,319", None),
+            ("0,0", None),
             ("480", None),
+            ("480x319", None),
+            ("", None),
             ("a,b", None),
-            ("-1,2", None),
+            ("-1,5", None),
+            ("+1,5", None),
+            ("99999999999,1", Some((u32::MAX, 1))),
         ];
         for (raw, want) in cases {
-            assert_eq!(parse_size(raw), want, "{raw}");
+            assert_eq!(parse_size(raw).ok(), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn clamp_keeps_the_aspect_ratio() {
+        let max = (8192, 8192);
+        assert_eq!(clamp_size((480, 319), max), None);
+        assert_eq!(clamp_size((99_999_999, 1), max), Some((8192, 1)));
+        assert_eq!(clamp_size((16384, 8192), max), Some((8192, 4096)));
+        assert_eq!(clamp_size((100, 20000), max), Some((41, 8192)));
+    }
+
+    #[test]
+    fn fragments_are_no_part_of_the_upstream() {
+        let s = settings(true);
+        assert_eq!(
+            classify(
+                "https://cors.zfour.workers.dev/?http://a/x.jpg#top",
+                &s,
+                &[],
+                true
+            ),
+            Class::Rewrite("http://a/x.jpg".into())
+        );
+        assert_eq!(
+            classify("http://a/x.jpg#top", &s, &[], true),
+            Class::Rewrite("http://a/x.jpg".into())
+        );
     }
 
     #[test]

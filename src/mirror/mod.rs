@@ -13,6 +13,8 @@
 //! and pixels to [`crate::transform`]. It knows nothing of HTTP: statuses are
 //! [`crate::error`]'s business.
 
+mod lookup;
+mod placeholder;
 mod variant;
 
 use std::sync::Arc;

@@ -210,7 +210,7 @@ pub async fn prefetch(
         // Without a name, the body's hash names the article: posting the same post again
         // pins under the same id instead of adding a new one.
         .unwrap_or_else(|| format!("sha256:{}", &ContentHash::of(&bytes).to_hex()[..16]));
-    let settings = Settings::from_config(&state.config.article);
+    let settings = Settings::from_full_config(&state.config);
     let mut plan = Plan::default();
     match payload(&request.headers, text) {
         Payload::Urls => {

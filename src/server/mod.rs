@@ -345,7 +345,10 @@ async fn image(
         .headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let image = state.mirror.image(address, accept).await?;
+    let image = match address.placeholder_of() {
+        Some(hash) => state.mirror.placeholder_image(hash).await?,
+        None => state.mirror.image(address, accept).await?,
+    };
     outcome.source = Some(image.source);
     let (cache_control, canonical, host) = match address {
         Address::Proxy { upstream, .. } => (

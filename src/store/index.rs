@@ -377,6 +377,32 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// Reverse lookups, for `imgmirror rewrite --undo` and `imgmirror audit` (which meet
+/// `/m/<sha256>` permalinks and need the URLs mirrored as those objects).
+impl Index {
+    /// Every URL entry whose object is one of `sha256s`: one pass over the `urls` table.
+    pub fn urls_naming(
+        &self,
+        sha256s: &std::collections::HashSet<String>,
+    ) -> Result<Vec<UrlEntry>, IndexError> {
+        let txn = db_err!(self.db.begin_read())?;
+        let urls = db_err!(txn.open_table(URLS))?;
+        let mut out = Vec::new();
+        for row in db_err!(urls.iter())? {
+            let (key, record) = db_err!(row)?;
+            let entry: UrlEntry =
+                serde_json::from_slice(record.value()).map_err(|source| IndexError::Record {
+                    key: key.value().to_string(),
+                    source,
+                })?;
+            if sha256s.contains(&entry.sha256) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +455,17 @@ mod tests {
         assert!(index.remove_url("http://a/1.jpg").unwrap());
         assert_eq!(index.url("http://a/1.jpg").unwrap(), None);
         assert!(index.object("aa").unwrap().is_some());
+        index
+            .commit_url(&object("bb"), &entry("http://c/3.jpg", "bb"), false)
+            .unwrap();
+        let wanted = std::collections::HashSet::from(["aa".to_string()]);
+        let named: Vec<String> = index
+            .urls_naming(&wanted)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.url)
+            .collect();
+        assert_eq!(named, ["http://b/2.jpg"]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod disk;
 mod health;
 pub mod index;
 pub mod inventory;
+mod lookup;
 mod pin;
 mod purge;
 mod revalidate;

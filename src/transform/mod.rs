@@ -43,10 +43,12 @@ mod pipeline;
 mod pool;
 mod probe;
 mod spec;
+mod thumb;
 
 pub use pool::{Pool, PoolError};
 pub use probe::{Probe, SourceFormat, probe};
 pub use spec::{Fit, FormatChoice, Rgba, Spec, SpecError};
+pub use thumb::{Thumbnail, thumbnail_rgba, tiny_png};
 
 /// Longest accepted `render_timeout_secs`: a day. Larger values are surely a unit mistake
 /// (milliseconds), and `Instant + Duration` must not overflow.

@@ -7,6 +7,7 @@
 //! [`guard`]), and the check that the body is an image ([`verify`]). It knows nothing of
 //! the store, hashing or HTTP responses to clients.
 
+mod check;
 pub mod guard;
 pub mod verify;
 
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::UpstreamConfig;
+pub use check::Checked;
 pub use guard::{GuardError, Policy};
 pub use verify::{ImageInfo, VerifyError};
 

@@ -231,6 +231,7 @@ async fn chromium_shows_the_pinned_seed_article_with_the_upstream_stopped() {
     let target = Target {
         base: server.url(""),
         pins,
+        ..Target::default()
     };
     check_in_chromium(&server, &target, "seed-pinned").await;
     server.stop().await;

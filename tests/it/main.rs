@@ -2,7 +2,10 @@
 //! serves real photos and misbehaves on purpose. One binary (`autotests = false`).
 
 mod articles;
+mod articles_rewrite;
+mod audit;
 mod browser;
+mod browser_placeholders;
 mod cdn;
 mod crash;
 mod headers;

@@ -42,6 +42,9 @@ pub struct Options {
     pub attempts: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
+    /// Also compute each image's placeholder (a small decode on the render pool), so
+    /// `rewrite --placeholders` gets it from the report, locally or through a server.
+    pub placeholders: bool,
 }
 
 impl Options {
@@ -51,6 +54,7 @@ impl Options {
             per_host: config.prefetch_per_host.max(1),
             attempts: config.prefetch_attempts.max(1),
             backoff: Duration::from_millis(500),
+            placeholders: true,
         }
     }
 }
@@ -169,6 +173,13 @@ async fn prefetch_one(
     report.bytes = Some(meta.bytes);
     report.width = Some(meta.width);
     report.height = Some(meta.height);
+    if options.placeholders {
+        match mirror.placeholder(&served.blob).await {
+            Ok(placeholder) => report.placeholder = Some(placeholder.data_uri),
+            // A preview is a nicety: its failure is logged, never the image's.
+            Err(e) => tracing::warn!(%url, error = %Chain(&e), "no placeholder"),
+        }
+    }
     for article in &job.articles {
         match mirror.pin(&url, article).await {
             Ok(Some(_)) => report.pinned_by.push(article.clone()),
@@ -261,6 +272,7 @@ mod tests {
             per_host: 1,
             attempts,
             backoff: Duration::from_millis(1),
+            placeholders: false,
         }
     }
 

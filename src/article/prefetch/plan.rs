@@ -101,6 +101,11 @@ pub fn image_upstream(url: &str, settings: &Settings) -> Option<String> {
     match classify(url, settings, &[], false) {
         Class::Rewrite(upstream) => Some(upstream),
         Class::Invalid(_) => None,
+        // An imgmirror URL given on its own: the upstream it names, if it names one.
+        Class::Own(own) => match own.kind {
+            url_grammar::RecognisedKind::Proxy { upstream } => Some(upstream),
+            url_grammar::RecognisedKind::Permalink { .. } => None,
+        },
         Class::Other => url_grammar::parse_upstream(url)
             .ok()
             .map(|_| url.trim().to_owned()),

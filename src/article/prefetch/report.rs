@@ -113,6 +113,10 @@ pub struct ImageReport {
     pub attempts: u32,
     /// Milliseconds for the original and its variants.
     pub ms: u64,
+    /// The inline preview (`data:image/png;base64,…`, a decoded ThumbHash) that
+    /// `rewrite --placeholders` writes, when it could be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
     /// Articles the image is pinned to.
     #[serde(default)]
     pub pinned_by: Vec<String>,
@@ -136,6 +140,7 @@ impl ImageReport {
             height: None,
             attempts: 0,
             ms: 0,
+            placeholder: None,
             pinned_by: Vec::new(),
             variants: Vec::new(),
         }
@@ -204,6 +209,29 @@ impl PrefetchReport {
             .filter(|i| i.status != Status::Failed)
             .filter_map(|i| Some((i.url.clone(), (i.sha256.clone()?, i.ext.clone()?))))
             .collect()
+    }
+
+    /// Upstream URL and sha256 hex → the placeholder of every mirrored image that has one:
+    /// `Target::placeholders`.
+    pub fn placeholders(&self) -> HashMap<String, crate::article::Placeholder> {
+        let mut out = HashMap::new();
+        for image in self.images.iter().filter(|i| i.status != Status::Failed) {
+            let (Some(data_uri), Some(width), Some(height)) =
+                (&image.placeholder, image.width, image.height)
+            else {
+                continue;
+            };
+            let placeholder = crate::article::Placeholder {
+                width,
+                height,
+                data_uri: data_uri.clone(),
+            };
+            if let Some(sha) = &image.sha256 {
+                out.insert(sha.clone(), placeholder.clone());
+            }
+            out.insert(image.url.clone(), placeholder);
+        }
+        out
     }
 
     /// The human report: a table (URL, status, sha256, bytes, width×height, time,

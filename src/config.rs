@@ -384,28 +384,7 @@ impl Config {
                 "needs cache.max_disk_bytes (0 means no limit, so the store is never full)",
             );
         }
-        let mut hosts: BTreeMap<&str, std::net::IpAddr> = BTreeMap::new();
-        for (key, addr) in &self.upstream.resolve {
-            let Some((host, port)) = key.rsplit_once(':') else {
-                return invalid("upstream.resolve", &format!("key {key:?} is not host:port"));
-            };
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return invalid("upstream.resolve", &format!("key {key:?} is not host:port"));
-            }
-            // One connection pool entry per host name: a host may be mapped on several
-            // ports, but all to the same address.
-            if let Some(prev) = hosts.insert(host, addr.ip())
-                && prev != addr.ip()
-            {
-                return invalid(
-                    "upstream.resolve",
-                    &format!(
-                        "host {host} is mapped to two addresses ({prev} and {})",
-                        addr.ip()
-                    ),
-                );
-            }
-        }
+        validate_resolve(&self.upstream.resolve)?;
         self.response.validate()?;
         if !self.metrics.listen.trim().is_empty() && self.metrics.listen_addr().is_none() {
             return invalid("metrics.listen", "must be an ip:port address, or empty");
@@ -450,6 +429,36 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `upstream.resolve`: keys are `host:port`, and one host maps to one address.
+fn validate_resolve(resolve: &BTreeMap<String, SocketAddr>) -> Result<(), ConfigError> {
+    let invalid = |message: String| {
+        Err(ConfigError::Invalid {
+            key: "upstream.resolve",
+            message,
+        })
+    };
+    let mut hosts: BTreeMap<&str, std::net::IpAddr> = BTreeMap::new();
+    for (key, addr) in resolve {
+        let Some((host, port)) = key.rsplit_once(':') else {
+            return invalid(format!("key {key:?} is not host:port"));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return invalid(format!("key {key:?} is not host:port"));
+        }
+        // One connection pool entry per host name: a host may be mapped on several
+        // ports, but all to the same address.
+        if let Some(prev) = hosts.insert(host, addr.ip())
+            && prev != addr.ip()
+        {
+            return invalid(format!(
+                "host {host} is mapped to two addresses ({prev} and {})",
+                addr.ip()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Applies `IMGMIRROR_<SECTION>_<KEY>=value` on top of the file. The value is read as a

@@ -13,9 +13,12 @@
 //! and pixels to [`crate::transform`]. It knows nothing of HTTP: statuses are
 //! [`crate::error`]'s business.
 
+mod keys;
 mod lookup;
 mod placeholder;
 mod variant;
+
+pub use keys::{purge_keys, surrogate_keys};
 
 use std::sync::Arc;
 
@@ -217,18 +220,23 @@ impl Mirror {
 
     /// Removes what `what` names and says what went (see [`Purge`]).
     pub async fn purge(&self, what: &Purge) -> Result<PurgeReport, MirrorError> {
-        let report = match what {
+        let mut report = match what {
             Purge::Url(url) => self.store.purge_url(url).await?,
             Purge::Object(hash) => self.store.purge_object(hash).await?,
             Purge::Article(id) => self.store.purge_article(id).await?,
         };
+        let article = match what {
+            Purge::Article(id) => Some(id.as_str()),
+            _ => None,
+        };
+        report.surrogate_keys = purge_keys(&report.objects, article);
         tracing::info!(
             purge = %what,
             urls = report.urls.len(),
             objects = report.objects.len(),
             variants = report.variants,
             // The CDN surrogate keys this purge invalidates.
-            surrogate_keys = %report.objects.iter().chain(&report.hosts).cloned().collect::<Vec<_>>().join(" "),
+            surrogate_keys = %report.surrogate_keys.join(" "),
             "purged"
         );
         Ok(report)

@@ -358,7 +358,7 @@ async fn image(
         ),
         Address::Permalink { .. } => (&config.cache_control_permalink, None, None),
     };
-    let keys = response::surrogate_keys(&image.original_sha256, host, &image.pinned_by);
+    let keys = crate::mirror::surrogate_keys(&image.original_sha256, host, &image.pinned_by);
     let headers = ImageHeaders {
         cache_control,
         etag: &image.blob.meta.sha256,

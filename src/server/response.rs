@@ -19,19 +19,6 @@ use crate::config::ResponseConfig;
 use crate::error::Error;
 use crate::store::{Blob, Source};
 
-/// Longest `Surrogate-Key` / `Cache-Tag` value sent; article keys beyond it are left out
-/// (CDNs cap the header at 16 KiB, and the image and host keys come first).
-const MAX_SURROGATE_KEYS_LEN: usize = 8 * 1024;
-
-/// Characters that cannot appear in a surrogate key: the separators of `Surrogate-Key`
-/// (space) and `Cache-Tag` (comma), quotes, and `%` itself, so encoding is reversible.
-const KEY_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b',')
-    .add(b'"')
-    .add(b'%')
-    .add(b'\\');
-
 /// Every response body: boxed, so a streamed answer (`POST /prefetch`'s NDJSON) and a
 /// buffered image share one type. A boxed `Full` still reports its exact size.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -73,33 +60,8 @@ pub struct ImageHeaders<'a> {
     pub vary_accept: bool,
     pub source: Source,
     /// `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated); see
-    /// [`surrogate_keys`].
+    /// [`crate::mirror::surrogate_keys`].
     pub surrogate_keys: &'a [String],
-}
-
-/// The purge keys of an image: `sha256:<original's hash>` (everything derived from one
-/// original), `host:<upstream host>` and `article:<id>` for each article that pins it,
-/// ids percent-encoded where they hold a separator.
-pub fn surrogate_keys(
-    original_sha256: &str,
-    host: Option<&str>,
-    articles: &[String],
-) -> Vec<String> {
-    let mut keys = vec![format!("sha256:{original_sha256}")];
-    keys.extend(host.map(|h| format!("host:{h}")));
-    let mut len: usize = keys.iter().map(|k| k.len() + 1).sum();
-    for article in articles {
-        let key = format!(
-            "article:{}",
-            percent_encoding::utf8_percent_encode(article, KEY_UNSAFE)
-        );
-        len += key.len() + 1;
-        if len > MAX_SURROGATE_KEYS_LEN {
-            break;
-        }
-        keys.push(key);
-    }
-    keys
 }
 
 /// The answer for `blob`: 304 when the request's validators match, else 206 for one
@@ -327,29 +289,6 @@ mod tests {
         for status in [429, 500, 502, 503, 504] {
             assert_eq!(cc(status), "no-store", "{status}");
         }
-    }
-
-    #[test]
-    fn surrogate_keys_name_the_original_host_and_articles() {
-        let keys = surrogate_keys(
-            "ab12",
-            Some("img.example"),
-            &["post 1".into(), "a,b".into(), "sha256:99".into()],
-        );
-        assert_eq!(
-            keys,
-            [
-                "sha256:ab12",
-                "host:img.example",
-                "article:post%201",
-                "article:a%2Cb",
-                "article:sha256:99"
-            ]
-        );
-        let many: Vec<String> = (0..2000).map(|i| format!("article-{i}")).collect();
-        let keys = surrogate_keys("ab12", None, &many);
-        assert!(keys.join(" ").len() <= MAX_SURROGATE_KEYS_LEN);
-        assert_eq!(keys[0], "sha256:ab12");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod lookup;
 mod pin;
 mod purge;
 mod revalidate;
+mod variant;
 pub mod verify;
 
 use std::collections::HashSet;
@@ -298,87 +299,6 @@ impl Store {
             Err(StoreError::Missing(_)) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// A derived file (a resized rendition), rendered by `render` at most once however
-    /// many requests ask for it concurrently, then kept in memory and on disk.
-    pub async fn get_variant<F, Fut, E>(
-        &self,
-        name: &ContentHash,
-        original: &str,
-        render: F,
-    ) -> Result<(Blob, Source), Arc<E>>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Blob, E>>,
-        E: From<StoreError> + Send + Sync + 'static,
-    {
-        let key = format!("v:{name}");
-        let cached = self.memory.get(&key).await;
-        self.metrics.memory_cache(cached.is_some());
-        if let Some(blob) = cached {
-            self.note_use(Kind::Variant, &blob);
-            return Ok((blob, Source::Memory));
-        }
-        let source = Mutex::new(Source::Disk);
-        let blob = self
-            .memory
-            .try_get_with(key, async {
-                let (disk, hash) = (self.disk.clone(), *name);
-                let on_disk = self
-                    .blocking(move || {
-                        let Some(bytes) = disk
-                            .read(Kind::Variant, &hash)
-                            .map_err(|e| file_error("read", &disk.path(Kind::Variant, &hash), e))?
-                        else {
-                            return Ok(None);
-                        };
-                        let meta = rebuild_meta(&hash, &bytes)?;
-                        Ok::<_, StoreError>(Some(Blob::new(Bytes::from(bytes), meta)))
-                    })
-                    .await
-                    .map_err(E::from)?;
-                if let Some(blob) = on_disk {
-                    return Ok(blob);
-                }
-                let rendered = render().await?;
-                self.stats.renders.fetch_add(1, Ordering::Relaxed);
-                let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *name);
-                let bytes = rendered.bytes.clone();
-                let record = VariantMeta {
-                    name: name.to_hex(),
-                    original: original.to_owned(),
-                    // The file carries a 32-byte checksum trailer.
-                    bytes: bytes.len() as u64 + 32,
-                    created: unix_now(),
-                    last_used: unix_now(),
-                };
-                let size = record.bytes;
-                let wrote = self
-                    .blocking(move || {
-                        let wrote = disk.write(Kind::Variant, &hash, &bytes).map_err(|e| {
-                            file_error("write", &disk.path(Kind::Variant, &hash), e)
-                        })?;
-                        if wrote {
-                            index
-                                .put_variant(&record)
-                                .map_err(index_error("record a variant"))?;
-                        }
-                        Ok::<_, StoreError>(wrote)
-                    })
-                    .await
-                    .map_err(E::from)?;
-                self.after_write(Kind::Variant, &name.to_hex(), size, wrote)
-                    .await;
-                if let Ok(mut s) = source.lock() {
-                    *s = Source::Render;
-                }
-                Ok(rendered)
-            })
-            .await?;
-        let source = source.into_inner().unwrap_or(Source::Disk);
-        self.note_use(Kind::Variant, &blob);
-        Ok((blob, source))
     }
 
     /// Forgets a URL: the next request fetches it again. Objects stay.

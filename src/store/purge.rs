@@ -28,8 +28,11 @@ pub struct PurgeReport {
     pub variants: usize,
     /// URLs that lost the purged article's pin but stay, pinned by another article.
     pub unpinned: Vec<String>,
-    /// Upstream hosts of the removed URLs (CDN surrogate keys, with the object hashes).
+    /// Upstream hosts of the removed URLs.
     pub hosts: Vec<String>,
+    /// The CDN surrogate keys this purge invalidates (filled in by the service layer,
+    /// which names keys the way image responses carry them).
+    pub surrogate_keys: Vec<String>,
 }
 
 impl PurgeReport {
@@ -221,6 +224,7 @@ impl Store {
                     variants: variants.len(),
                     unpinned: Vec::new(),
                     hosts,
+                    surrogate_keys: Vec::new(),
                 };
                 Ok::<_, StoreError>((report, memory_keys))
             })

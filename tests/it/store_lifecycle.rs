@@ -108,7 +108,7 @@ async fn minting_hundreds_of_variants_stays_within_the_disk_budget_and_keeps_pin
     assert_eq!(lines[0]["pinned_by"][0], "post-a", "{lines:?}");
     let source = origin.url("/img/photo-1080.jpg");
     let largest_variant_allowance = 64 * 1024;
-    for w in 0..150u32 {
+    for w in 0..200u32 {
         let url = server.url(&format!(
             "/?url={}&w={}&format=jpeg",
             crate::support::enc(&source),
@@ -243,6 +243,11 @@ async fn purge_by_sha256_removes_the_original_its_variants_and_every_url() {
         "{body}"
     );
     assert_eq!(body["removed"]["variants"], 1);
+    // The CDN keys to purge alongside, spelled as image responses carry them.
+    assert_eq!(
+        body["removed"]["surrogate_keys"],
+        serde_json::json!([format!("sha256:{hash}")])
+    );
     assert_eq!(count_files(&dir.path().join("objects")), 0);
     assert_eq!(count_files(&dir.path().join("variants")), 0);
     assert_eq!(

@@ -151,6 +151,34 @@ mod tests {
     }
 
     #[test]
+    fn abandoned_renders_are_try_later_and_their_originals_too_expensive() {
+        let status = |e: MirrorError| {
+            let (status, code) = Error::Mirror(e).status_and_code();
+            (status.as_u16(), code)
+        };
+        assert_eq!(
+            status(MirrorError::Transform(TransformError::Timeout { secs: 10 })),
+            (503, "render-timeout")
+        );
+        assert_eq!(
+            status(MirrorError::Pool(PoolError::Timeout(
+                std::time::Duration::from_secs(11)
+            ))),
+            (503, "render-timeout")
+        );
+        assert_eq!(
+            status(MirrorError::TooExpensive("ab".into())),
+            (422, "too-expensive")
+        );
+        assert_eq!(
+            status(MirrorError::Store(StoreError::Full(
+                "http://a/b.jpg".into()
+            ))),
+            (507, "insufficient-storage")
+        );
+    }
+
+    #[test]
     fn chain_shows_every_cause() {
         let io = std::io::Error::other("disk on fire");
         let e = StoreError::File {

@@ -568,3 +568,100 @@ async fn import_refuses_members_that_do_not_match_their_names() {
     );
     assert_eq!(count_files(&store.join("objects")), 0);
 }
+
+#[tokio::test]
+async fn stats_and_offline_purge_from_the_command_line() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(config(dir.path(), &origin)).await;
+    let url = origin.url("/img/photo-480.jpg");
+    pin(&server, "post-a", std::slice::from_ref(&url)).await;
+    let other = origin.url("/img/astronaut-512.jpg");
+    assert_eq!(crate::support::get_status(server.proxy(&other)).await, 200);
+    // Through the running server...
+    let live = imgmirror(&[
+        "stats",
+        "--json",
+        "--server",
+        &server.url(""),
+        "--token",
+        TOKEN,
+    ])
+    .await;
+    assert!(live.status.success(), "{}", text(&live.stderr));
+    let live: Value = serde_json::from_slice(&live.stdout).unwrap();
+    assert_eq!(live["inventory"]["originals"]["count"], 2, "{live}");
+    server.stop().await;
+    drop(server);
+
+    // ...and offline, on the directory.
+    let dir_arg = dir.path().to_str().unwrap();
+    let _ = open_index(dir.path()).await;
+    let stats = imgmirror(&["stats", "--json", "--cache-dir", dir_arg]).await;
+    assert!(stats.status.success(), "{}", text(&stats.stderr));
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let bytes = (fixture("photo-480.jpg").len() + fixture("astronaut-512.jpg").len()) as u64;
+    assert_eq!(stats["originals"]["count"], 2);
+    assert_eq!(stats["originals"]["bytes"], bytes);
+    assert_eq!(stats["pinned"]["count"], 1);
+    assert_eq!(stats["urls"], 2);
+    assert_eq!(stats["top_hosts"][0]["host"], "127.0.0.1");
+    let table = imgmirror(&["stats", "--cache-dir", dir_arg]).await;
+    assert!(
+        text(&table.stdout).contains("originals"),
+        "{}",
+        text(&table.stdout)
+    );
+
+    let hash = sha256(&fixture("astronaut-512.jpg"));
+    let purged = imgmirror(&["purge", "--cache-dir", dir_arg, "--sha256", &hash]).await;
+    assert!(purged.status.success(), "{}", text(&purged.stderr));
+    let report: Value = serde_json::from_slice(&purged.stdout).unwrap();
+    assert_eq!(report["objects"][0], hash.as_str());
+    let again = imgmirror(&["purge", "--cache-dir", dir_arg, "--sha256", &hash]).await;
+    assert_eq!(again.status.code(), Some(1), "nothing left to purge");
+    let stats = imgmirror(&["stats", "--json", "--cache-dir", dir_arg]).await;
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["originals"]["count"], 1);
+}
+
+#[tokio::test]
+async fn a_render_past_its_deadline_is_503_and_its_original_is_then_refused_quickly() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &origin);
+    cfg.transform.render_timeout_secs = 1;
+    let server = Server::start(cfg).await;
+    let source = crate::support::enc(&origin.url("/img/pan-anim.gif"));
+    // Dozens of frames, each enlarged to 1.5 MP and quantised: seconds of work.
+    let slow = server.url(&format!(
+        "/?url={source}&w=1500&h=1000&fit=fill&enlarge=1&format=gif"
+    ));
+    let started = std::time::Instant::now();
+    let response = client().get(slow).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "render-timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same original with other options is refused at once, without a render.
+    let other = server.url(&format!(
+        "/?url={source}&w=1400&h=900&fit=fill&enlarge=1&format=gif"
+    ));
+    let started = std::time::Instant::now();
+    let response = client().get(other).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "too-expensive");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Other originals still render.
+    let honest = server.url(&format!(
+        "/?url={}&w=100",
+        crate::support::enc(&origin.url("/img/photo-480.jpg"))
+    ));
+    assert_eq!(crate::support::get_status(honest).await, 200);
+}

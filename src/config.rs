@@ -55,8 +55,16 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Connections served at once; further ones wait in the kernel's accept queue. Default 1024.
     pub max_connections: usize,
-    /// Seconds a client may take to send its request headers. Default 10.
+    /// Seconds a client may take to send a request head, counted from the accept for the
+    /// first request (so a socket that sends nothing is closed) and from its first byte
+    /// for later ones. Default 10.
     pub header_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection (HTTP/1 or HTTP/2) may sit with no request in
+    /// flight and no bytes moving before it is closed. Default 60.
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers; HTTP/2 header list) in bytes;
+    /// larger ones are refused (431) by the HTTP layer. At least 16384. Default 65536.
+    pub max_request_head_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
 }
@@ -67,6 +75,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: 1024,
             header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_request_head_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
         }
     }
@@ -356,6 +366,18 @@ impl Config {
         };
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.server.header_read_timeout_secs == 0 || self.server.idle_timeout_secs == 0 {
+            return invalid(
+                "server.header_read_timeout_secs",
+                "header_read_timeout_secs and idle_timeout_secs must be at least 1",
+            );
+        }
+        if self.server.max_request_head_bytes < 16 * 1024 {
+            return invalid(
+                "server.max_request_head_bytes",
+                "must be at least 16384 (URLs up to 8 KiB must fit)",
+            );
         }
         if self.upstream.max_bytes == 0 {
             return invalid("upstream.max_bytes", "must be at least 1");

@@ -1,0 +1,125 @@
+//! Hostile clients and hostile upstreams against the server's own limits: each test
+//! names the attack, asserts the refusal, and that an honest request made meanwhile
+//! still succeeds.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Server, client, config_for};
+
+/// Reads until the server closes the connection; the time it took, or `None` when it
+/// was still open after `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Slowloris: 200 sockets that connect and send nothing, against a server with fewer
+/// connection slots than that. hyper's preface detection has no timer of its own; the
+/// server must close them after `header_read_timeout_secs`, and serve `/healthz`.
+#[tokio::test]
+async fn silent_connections_are_closed_and_health_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), None);
+    config.server.header_read_timeout_secs = 1;
+    config.server.max_connections = 100;
+    let server = Server::start(config).await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // One more that sends a byte (it could be HTTP/1 or the HTTP/2 preface) and stops.
+    let mut partial = TcpStream::connect(server.addr).await.unwrap();
+    partial.write_all(b"P").await.unwrap();
+
+    let started = Instant::now();
+    let health = tokio::time::timeout(
+        Duration::from_secs(10),
+        client().get(server.url("/healthz")).send(),
+    )
+    .await
+    .expect("/healthz not answered within 10 s while idle sockets are open")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    let health_latency = started.elapsed();
+
+    let mut slowest = Duration::ZERO;
+    for stream in idle.iter_mut().chain(std::iter::once(&mut partial)) {
+        let took = closed_within(stream, Duration::from_secs(10))
+            .await
+            .expect("an idle connection was still open after 10 s");
+        slowest = slowest.max(took);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closing 201 silent sockets took {:?}",
+        started.elapsed()
+    );
+    eprintln!("healthz answered in {health_latency:?}; all silent sockets closed by {slowest:?}");
+}
+
+/// A keep-alive connection that finished its request and then sits idle is closed
+/// after `idle_timeout_secs`, while one kept busy with requests stays open.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), None);
+    config.server.idle_timeout_secs = 1;
+    config.server.header_read_timeout_secs = 5;
+    let server = Server::start(config).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Busy: a request every 300 ms for 2 s keeps the connection.
+    for _ in 0..7 {
+        stream.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let took = closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("idle keep-alive connection still open 5 s later");
+    assert!(
+        took >= Duration::from_millis(500),
+        "closed too early: {took:?}"
+    );
+}
+
+/// A request head larger than `server.max_request_head_bytes` is refused by the HTTP
+/// layer (431) instead of being buffered.
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), None);
+    config.server.max_request_head_bytes = 16 * 1024;
+    let server = Server::start(config).await;
+    let big = "a".repeat(20 * 1024);
+    let response = client()
+        .get(server.url("/healthz"))
+        .header("x-padding", big)
+        .send()
+        .await;
+    match response {
+        Ok(response) => assert_eq!(response.status(), 431),
+        // hyper may also just close the connection.
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+    }
+    assert_eq!(
+        crate::support::get_status(server.url("/healthz")).await,
+        200
+    );
+}

@@ -152,6 +152,20 @@ pub struct UpstreamConfig {
     pub resolve: BTreeMap<String, SocketAddr>,
     /// Upstream fetches in flight at once; further requests wait for a slot. Default 64.
     pub max_in_flight: usize,
+    /// Upstream fetches in flight at once to one host (taken before a global slot), so a
+    /// slow host cannot hold them all. 0 = a quarter of `max_in_flight` (at least 1).
+    /// Default 0.
+    pub max_in_flight_per_host: usize,
+}
+
+impl UpstreamConfig {
+    /// `max_in_flight_per_host` with its default applied.
+    pub fn per_host_slots(&self) -> usize {
+        match self.max_in_flight_per_host {
+            0 => (self.max_in_flight / 4).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -166,6 +180,7 @@ impl Default for UpstreamConfig {
             allow_cidrs: Vec::new(),
             resolve: BTreeMap::new(),
             max_in_flight: 64,
+            max_in_flight_per_host: 0,
         }
     }
 }
@@ -390,6 +405,12 @@ impl Config {
         }
         if self.upstream.max_in_flight == 0 {
             return invalid("upstream.max_in_flight", "must be at least 1");
+        }
+        if self.upstream.max_in_flight_per_host > self.upstream.max_in_flight {
+            return invalid(
+                "upstream.max_in_flight_per_host",
+                "must be at most upstream.max_in_flight (0 = a quarter of it)",
+            );
         }
         if self.upstream.allowed_ports.is_empty() {
             return invalid("upstream.allowed_ports", "must list at least one port");

@@ -6,12 +6,17 @@
 //! client, the timeouts, the byte cap, redirect following (each hop re-checked by
 //! [`guard`]), and the check that the body is an image ([`verify`]). It knows nothing of
 //! the store, hashing or HTTP responses to clients.
+//!
+//! Fetch slots are shared fairly: a fetch takes its host's slot
+//! (`upstream.max_in_flight_per_host`) before a global one (`upstream.max_in_flight`),
+//! so one slow or tarpit host cannot hold every slot.
 
 mod check;
 pub mod guard;
 pub mod verify;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -104,6 +109,39 @@ pub struct Fetcher {
     policy: Arc<Policy>,
     config: UpstreamConfig,
     slots: Semaphore,
+    hosts: HostSlots,
+}
+
+/// Hosts tracked before idle ones (no fetch holding or waiting for a slot) are pruned.
+const HOSTS_BEFORE_PRUNE: usize = 256;
+
+/// One semaphore per upstream host, created on first use and dropped when idle.
+struct HostSlots {
+    per_host: usize,
+    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostSlots {
+    fn new(config: &UpstreamConfig) -> HostSlots {
+        HostSlots {
+            per_host: config.per_host_slots(),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The semaphore of `url`'s host (lowercase, without the port).
+    fn of(&self, url: &Url) -> Arc<Semaphore> {
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= HOSTS_BEFORE_PRUNE && !map.contains_key(&host) {
+            // Only the map holds an idle host's semaphore: every fetch (holding a
+            // permit or waiting for one) holds a clone.
+            map.retain(|_, slots| Arc::strong_count(slots) > 1);
+        }
+        map.entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
 }
 
 impl Fetcher {
@@ -128,6 +166,7 @@ impl Fetcher {
             policy,
             config: config.clone(),
             slots: Semaphore::new(config.max_in_flight),
+            hosts: HostSlots::new(config),
         })
     }
 
@@ -144,6 +183,12 @@ impl Fetcher {
             secs,
             url: url.to_string(),
         };
+        // The host's slot first: fetches queued for a slow host wait there, not in
+        // the global queue, so other hosts' fetches still find a free global slot.
+        let _host_slot = tokio::time::timeout_at(deadline, self.hosts.of(url).acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::Overloaded)?
+            .map_err(|_| UpstreamError::Overloaded)?;
         let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
             .await
             .map_err(|_| UpstreamError::Overloaded)?

@@ -123,3 +123,75 @@ async fn oversized_request_heads_are_refused() {
         200
     );
 }
+
+/// A tarpit host: with 4 fetch slots and 1 per host, four slow fetches from one host
+/// leave slots for another host, and the fetches that found no slot in time (our own
+/// overload, 503) are not remembered by the negative cache.
+#[tokio::test]
+async fn a_slow_host_does_not_starve_other_hosts() {
+    let origin = crate::support::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), Some(&origin));
+    let port = origin.addr.port();
+    for host in ["slow.test", "fast.test"] {
+        config
+            .upstream
+            .resolve
+            .insert(format!("{host}:{port}"), origin.addr);
+    }
+    config.upstream.max_in_flight = 4;
+    config.upstream.max_in_flight_per_host = 1;
+    config.upstream.timeout_secs = 4;
+    let server = Server::start(config).await;
+    let slow: Vec<String> = (0..4)
+        .map(|i| format!("http://slow.test:{port}/slow/3000/photo-480.jpg?n={i}"))
+        .collect();
+    let attack: Vec<_> = slow
+        .iter()
+        .map(|url| {
+            let url = server.proxy(url);
+            tokio::spawn(async move { client().get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let honest = client()
+        .get(server.proxy(&format!("http://fast.test:{port}/img/photo-1080.jpg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(honest.status(), 200);
+    let honest_latency = started.elapsed();
+    assert!(
+        honest_latency < Duration::from_secs(2),
+        "a fetch from another host waited {honest_latency:?} behind the slow host"
+    );
+
+    let mut statuses = Vec::new();
+    for task in attack {
+        statuses.push(task.await.unwrap().as_u16());
+    }
+    // One fetch had the host's slot; others found none within the 4 s deadline (503;
+    // one may get its slot late and time out upstream instead, 504).
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let refused = statuses
+        .iter()
+        .position(|s| *s == 503)
+        .unwrap_or_else(|| panic!("no fetch was refused for want of a slot: {statuses:?}"));
+    // The 503 was ours, not the upstream's: asking again fetches and succeeds.
+    let path = format!("/slow/3000/photo-480.jpg?n={refused}");
+    let hits_before = origin.hits(&path);
+    let again = client()
+        .get(server.proxy(&slow[refused]))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        again, 200,
+        "an overload 503 was remembered by the negative cache"
+    );
+    assert_eq!(origin.hits(&path), hits_before + 1);
+    eprintln!("honest fetch {honest_latency:?} while the slow host held its slot; {statuses:?}");
+}

@@ -156,6 +156,13 @@ pub struct UpstreamConfig {
     /// slow host cannot hold them all. 0 = a quarter of `max_in_flight` (at least 1).
     /// Default 0.
     pub max_in_flight_per_host: usize,
+    /// Source rules: only hosts matching one of these patterns are fetched, on the first
+    /// URL and on every redirect hop. A pattern is an exact name (`static.1sapp.com`) or
+    /// `*.` and a name (`*.1sapp.com`: its subdomains, not itself); case is ignored.
+    /// Default [] (every host).
+    pub allow_hosts: Vec<String>,
+    /// Hosts never fetched (same patterns), checked before `allow_hosts`. Default [].
+    pub deny_hosts: Vec<String>,
 }
 
 impl UpstreamConfig {
@@ -181,6 +188,8 @@ impl Default for UpstreamConfig {
             resolve: BTreeMap::new(),
             max_in_flight: 64,
             max_in_flight_per_host: 0,
+            allow_hosts: Vec::new(),
+            deny_hosts: Vec::new(),
         }
     }
 }
@@ -411,6 +420,18 @@ impl Config {
                 "upstream.max_in_flight_per_host",
                 "must be at most upstream.max_in_flight (0 = a quarter of it)",
             );
+        }
+        for (key, patterns) in [
+            ("upstream.allow_hosts", &self.upstream.allow_hosts),
+            ("upstream.deny_hosts", &self.upstream.deny_hosts),
+        ] {
+            let bad = |p: &String| {
+                let name = p.strip_prefix("*.").unwrap_or(p);
+                name.is_empty() || name.contains(['*', '/', ':', ' ']) || name.starts_with('.')
+            };
+            if let Some(p) = patterns.iter().find(|p| bad(p)) {
+                return invalid(key, &format!("pattern {p:?} is not a host name or *.name"));
+            }
         }
         if self.upstream.allowed_ports.is_empty() {
             return invalid("upstream.allowed_ports", "must list at least one port");

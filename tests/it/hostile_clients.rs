@@ -195,3 +195,50 @@ async fn a_slow_host_does_not_starve_other_hosts() {
     assert_eq!(origin.hits(&path), hits_before + 1);
     eprintln!("honest fetch {honest_latency:?} while the slow host held its slot; {statuses:?}");
 }
+
+/// Source rules: with `allow_hosts` set, a redirect from an allowed host to another one
+/// is refused (403 `forbidden-destination`) and the other host is never asked; a host
+/// on `deny_hosts` is refused outright.
+#[tokio::test]
+async fn redirects_to_hosts_off_the_allow_list_are_refused() {
+    let origin = crate::support::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), Some(&origin));
+    let port = origin.addr.port();
+    for host in ["img.allowed.test", "evil.test", "blocked.allowed.test"] {
+        config
+            .upstream
+            .resolve
+            .insert(format!("{host}:{port}"), origin.addr);
+    }
+    config.upstream.allow_hosts = vec!["*.allowed.test".into()];
+    config.upstream.deny_hosts = vec!["blocked.allowed.test".into()];
+    let server = Server::start(config).await;
+
+    let allowed = format!("http://img.allowed.test:{port}/img/photo-480.jpg");
+    assert_eq!(
+        crate::support::get_status(server.proxy(&allowed)).await,
+        200
+    );
+
+    let target = format!("http://evil.test:{port}/img/photo-1080.jpg");
+    let hop = format!("http://img.allowed.test:{port}/redirect-to?{target}");
+    let response = client().get(server.proxy(&hop)).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("forbidden-destination")
+    );
+    assert_eq!(
+        origin.hits("/img/photo-1080.jpg"),
+        0,
+        "the denied host was asked"
+    );
+
+    let denied = format!("http://blocked.allowed.test:{port}/img/photo-1080.jpg");
+    assert_eq!(crate::support::get_status(server.proxy(&denied)).await, 403);
+    assert_eq!(origin.hits("/img/photo-1080.jpg"), 0);
+}

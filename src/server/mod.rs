@@ -53,6 +53,11 @@ const METRICS_CONNECTIONS: usize = 16;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Longest request target (path and query, plus the authority of an absolute-form
+/// target) accepted; longer ones get 414 before any parsing. Image URLs are far shorter,
+/// and a cap keeps hostile URLs out of the URL map, the logs and the index.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
     pub config: Config,
@@ -301,6 +306,13 @@ async fn dispatch(
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
     let uri = &request.uri;
+    let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target_len > MAX_URI_BYTES {
+        return Err(Error::UriTooLong {
+            limit: MAX_URI_BYTES,
+        });
+    }
     let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
     let separate_metrics = state.config.metrics.listen_addr().is_some();

@@ -357,10 +357,16 @@ impl Fetcher {
     }
 }
 
+/// Longest validator or cache header kept; a longer one is dropped (not cut: a cut
+/// ETag would never match), so a hostile upstream cannot make us store or echo 200 KB
+/// values per URL.
+pub const MAX_VALIDATOR_BYTES: usize = 256;
+
 fn validators(headers: &reqwest::header::HeaderMap) -> Validators {
     let get = |name| {
         headers
             .get(name)
+            .filter(|v| v.len() <= MAX_VALIDATOR_BYTES)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
@@ -384,4 +390,33 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn oversized_validators_are_dropped_not_stored() {
+        let mut headers = HeaderMap::new();
+        let long = format!("\"{}\"", "e".repeat(MAX_VALIDATOR_BYTES));
+        headers.insert(ETAG, HeaderValue::from_str(&long).unwrap());
+        headers.insert(
+            LAST_MODIFIED,
+            HeaderValue::from_static("Mon, 31 Jan 2022 15:10:03 GMT"),
+        );
+        let cache = format!("max-age=60, {}", "x".repeat(300));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_str(&cache).unwrap());
+        let kept = validators(&headers);
+        assert_eq!(kept.etag, None);
+        assert_eq!(kept.cache_control, None);
+        assert_eq!(
+            kept.last_modified.as_deref(),
+            Some("Mon, 31 Jan 2022 15:10:03 GMT")
+        );
+        let exact = format!("\"{}\"", "e".repeat(MAX_VALIDATOR_BYTES - 2));
+        headers.insert(ETAG, HeaderValue::from_str(&exact).unwrap());
+        assert_eq!(validators(&headers).etag.as_deref(), Some(exact.as_str()));
+    }
 }

@@ -242,3 +242,20 @@ async fn redirects_to_hosts_off_the_allow_list_are_refused() {
     assert_eq!(crate::support::get_status(server.proxy(&denied)).await, 403);
     assert_eq!(origin.hits("/img/photo-1080.jpg"), 0);
 }
+
+/// Bounded inputs: a request target over 8 KiB is refused with 414 `uri-too-long`
+/// before it is parsed (nothing fetched, nothing stored); one just under is served.
+#[tokio::test]
+async fn urls_over_8_kib_are_refused_with_414() {
+    let (origin, server, _dir) = crate::support::setup().await;
+    let upstream = origin.url("/img/photo-480.jpg");
+    let long = format!("{upstream}?pad={}", "a".repeat(9 * 1024));
+    let response = client().get(server.proxy(&long)).send().await.unwrap();
+    assert_eq!(response.status(), 414);
+    assert!(response.text().await.unwrap().contains("uri-too-long"));
+    assert_eq!(origin.total_hits(), 0, "a refused URL was fetched");
+    assert_eq!(server.files("objects"), 0);
+
+    let fits = format!("{upstream}?pad={}", "a".repeat(7 * 1024));
+    assert_eq!(crate::support::get_status(server.proxy(&fits)).await, 200);
+}

@@ -259,3 +259,83 @@ async fn urls_over_8_kib_are_refused_with_414() {
     let fits = format!("{upstream}?pad={}", "a".repeat(7 * 1024));
     assert_eq!(crate::support::get_status(server.proxy(&fits)).await, 200);
 }
+
+/// Runs the real binary with `env` added.
+async fn imgmirror_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
+        .args(args)
+        .env("IMGMIRROR_LOG", "warn")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run imgmirror")
+}
+
+/// The admin token never has to be on a command line (where `ps` shows it):
+/// `--token-file` and `IMGMIRROR_ADMIN_TOKEN` both work, and a wrong one is refused.
+#[tokio::test]
+async fn the_admin_token_comes_from_a_file_or_the_environment() {
+    const TOKEN: &str = "file-token-123";
+    let origin = crate::support::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), Some(&origin));
+    config
+        .upstream
+        .resolve
+        .insert("static.1sapp.com:80".into(), origin.addr);
+    config.admin.token = TOKEN.into();
+    let server = Server::start(config).await;
+    let base = server.url("");
+    let work = tempfile::tempdir().unwrap();
+    let post = work.path().join("post.md");
+    std::fs::copy(
+        crate::support::origin::fixture_path("seed-article.md"),
+        &post,
+    )
+    .unwrap();
+    let post = post.to_str().unwrap();
+    let good = work.path().join("token");
+    std::fs::write(&good, format!("{TOKEN}\n")).unwrap();
+    let bad = work.path().join("bad-token");
+    std::fs::write(&bad, "nope\n").unwrap();
+    let prefetch = |file: &std::path::Path| {
+        vec![
+            "prefetch".to_string(),
+            "--server".into(),
+            base.clone(),
+            "--token-file".into(),
+            file.display().to_string(),
+            post.to_string(),
+        ]
+    };
+
+    let args = prefetch(&bad);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = imgmirror_with(&args, &[]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("403"));
+
+    let args = prefetch(&good);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let from_file = imgmirror_with(&args, &[]).await;
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+
+    let from_env = imgmirror_with(
+        &["prefetch", "--server", &base, post],
+        &[("IMGMIRROR_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    assert!(
+        from_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_env.stderr)
+    );
+    let missing = imgmirror_with(&["prefetch", "--server", &base, post], &[]).await;
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--token-file"));
+}

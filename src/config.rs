@@ -60,7 +60,9 @@ pub struct ServerConfig {
     /// for later ones. Default 10.
     pub header_read_timeout_secs: u64,
     /// Seconds a keep-alive connection (HTTP/1 or HTTP/2) may sit with no request in
-    /// flight and no bytes moving before it is closed. Default 60.
+    /// flight and no bytes moving before it is closed. hyper's header timer also runs
+    /// while an HTTP/1 connection waits for its next request, so for HTTP/1 the smaller
+    /// of this and `header_read_timeout_secs` applies. Default 60.
     pub idle_timeout_secs: u64,
     /// Largest request head (request line and headers; HTTP/2 header list) in bytes;
     /// larger ones are refused (431) by the HTTP layer. At least 16384. Default 65536.

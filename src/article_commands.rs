@@ -212,13 +212,7 @@ pub(crate) async fn prefetch_cmd(
     let mut progress = Progress::new();
     let report = match &remote.server {
         Some(server) => {
-            let token = remote
-                .token
-                .clone()
-                .unwrap_or_else(|| config.admin.token.clone());
-            if token.is_empty() {
-                anyhow::bail!("--server needs the admin token: pass --token or set admin.token");
-            }
+            let token = remote.token(config)?;
             let client = Remote::new(server, &token)?;
             prefetch::prefetch_inputs(Via::Remote(&client), inputs, settings, &options, |i| {
                 progress.image(i)

@@ -55,8 +55,18 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Connections served at once; further ones wait in the kernel's accept queue. Default 1024.
     pub max_connections: usize,
-    /// Seconds a client may take to send its request headers. Default 10.
+    /// Seconds a client may take to send a request head, counted from the accept for the
+    /// first request (so a socket that sends nothing is closed) and from its first byte
+    /// for later ones. Default 10.
     pub header_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection (HTTP/1 or HTTP/2) may sit with no request in
+    /// flight and no bytes moving before it is closed. hyper's header timer also runs
+    /// while an HTTP/1 connection waits for its next request, so for HTTP/1 the smaller
+    /// of this and `header_read_timeout_secs` applies. Default 60.
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers; HTTP/2 header list) in bytes;
+    /// larger ones are refused (431) by the HTTP layer. At least 16384. Default 65536.
+    pub max_request_head_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
 }
@@ -67,6 +77,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: 1024,
             header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_request_head_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
         }
     }
@@ -142,6 +154,27 @@ pub struct UpstreamConfig {
     pub resolve: BTreeMap<String, SocketAddr>,
     /// Upstream fetches in flight at once; further requests wait for a slot. Default 64.
     pub max_in_flight: usize,
+    /// Upstream fetches in flight at once to one host (taken before a global slot), so a
+    /// slow host cannot hold them all. 0 = a quarter of `max_in_flight` (at least 1).
+    /// Default 0.
+    pub max_in_flight_per_host: usize,
+    /// Source rules: only hosts matching one of these patterns are fetched, on the first
+    /// URL and on every redirect hop. A pattern is an exact name (`static.1sapp.com`) or
+    /// `*.` and a name (`*.1sapp.com`: its subdomains, not itself); case is ignored.
+    /// Default [] (every host).
+    pub allow_hosts: Vec<String>,
+    /// Hosts never fetched (same patterns), checked before `allow_hosts`. Default [].
+    pub deny_hosts: Vec<String>,
+}
+
+impl UpstreamConfig {
+    /// `max_in_flight_per_host` with its default applied.
+    pub fn per_host_slots(&self) -> usize {
+        match self.max_in_flight_per_host {
+            0 => (self.max_in_flight / 4).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -156,6 +189,9 @@ impl Default for UpstreamConfig {
             allow_cidrs: Vec::new(),
             resolve: BTreeMap::new(),
             max_in_flight: 64,
+            max_in_flight_per_host: 0,
+            allow_hosts: Vec::new(),
+            deny_hosts: Vec::new(),
         }
     }
 }
@@ -357,6 +393,18 @@ impl Config {
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
         }
+        if self.server.header_read_timeout_secs == 0 || self.server.idle_timeout_secs == 0 {
+            return invalid(
+                "server.header_read_timeout_secs",
+                "header_read_timeout_secs and idle_timeout_secs must be at least 1",
+            );
+        }
+        if self.server.max_request_head_bytes < 16 * 1024 {
+            return invalid(
+                "server.max_request_head_bytes",
+                "must be at least 16384 (URLs up to 8 KiB must fit)",
+            );
+        }
         if self.upstream.max_bytes == 0 {
             return invalid("upstream.max_bytes", "must be at least 1");
         }
@@ -368,6 +416,24 @@ impl Config {
         }
         if self.upstream.max_in_flight == 0 {
             return invalid("upstream.max_in_flight", "must be at least 1");
+        }
+        if self.upstream.max_in_flight_per_host > self.upstream.max_in_flight {
+            return invalid(
+                "upstream.max_in_flight_per_host",
+                "must be at most upstream.max_in_flight (0 = a quarter of it)",
+            );
+        }
+        for (key, patterns) in [
+            ("upstream.allow_hosts", &self.upstream.allow_hosts),
+            ("upstream.deny_hosts", &self.upstream.deny_hosts),
+        ] {
+            let bad = |p: &String| {
+                let name = p.strip_prefix("*.").unwrap_or(p);
+                name.is_empty() || name.contains(['*', '/', ':', ' ']) || name.starts_with('.')
+            };
+            if let Some(p) = patterns.iter().find(|p| bad(p)) {
+                return invalid(key, &format!("pattern {p:?} is not a host name or *.name"));
+            }
         }
         if self.upstream.allowed_ports.is_empty() {
             return invalid("upstream.allowed_ports", "must list at least one port");
@@ -510,143 +576,5 @@ fn apply_env(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).unwrap();
-        apply_env(
-            &mut table,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )?;
-        let config =
-            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-                path: "test".into(),
-                message: e.to_string(),
-            })?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    #[test]
-    fn shipped_config_parses_and_equals_defaults() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/imgmirror.toml"
-        ))
-        .unwrap();
-        let shipped = load_str(&text, &[]).unwrap();
-        let defaults = Config::default();
-        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
-    }
-
-    #[test]
-    fn issue_example_resolve_and_allow_cidrs() {
-        let config = load_str(
-            r#"
-            [upstream]
-            allow_cidrs = ["127.0.0.1/32"]
-            resolve = { "static.1sapp.com:80" = "127.0.0.1:18080" }
-            "#,
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            config.upstream.allow_cidrs,
-            vec!["127.0.0.1/32".parse().unwrap()]
-        );
-        assert_eq!(
-            config.upstream.resolve["static.1sapp.com:80"],
-            "127.0.0.1:18080".parse().unwrap()
-        );
-    }
-
-    #[test]
-    fn env_overrides_file_with_typed_values() {
-        let config = load_str(
-            "[cache]\nmemory_bytes = 10\n",
-            &[
-                ("IMGMIRROR_CACHE_MEMORY_BYTES", "2048"),
-                ("IMGMIRROR_UPSTREAM_ALLOW_CIDRS", r#"["10.0.0.0/8"]"#),
-                ("IMGMIRROR_UPSTREAM_USER_AGENT", "test agent/1"),
-                ("IMGMIRROR_LOG", "debug"),
-                ("PATH", "/bin"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(config.cache.memory_bytes, 2048);
-        assert_eq!(
-            config.upstream.allow_cidrs,
-            vec!["10.0.0.0/8".parse().unwrap()]
-        );
-        assert_eq!(config.upstream.user_agent, "test agent/1");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_refused_by_name() {
-        let err = load_str("[upstream]\nallow_cidr = []\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("allow_cidr"), "{err}");
-        let err = load_str("[upstream]\nmax_bytes = 0\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("upstream.max_bytes"), "{err}");
-        let err = load_str("", &[("IMGMIRROR_SERVER_LISTEN", "nonsense")]).unwrap_err();
-        assert!(err.to_string().contains("server.listen"), "{err}");
-        let err = load_str(
-            "[upstream]\nresolve = { \"a:80\" = \"10.0.0.1:80\", \"a:443\" = \"10.0.0.2:443\" }\n",
-            &[],
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("two addresses"), "{err}");
-        let err = load_str("[article]\nfront_matter_size = \"480\"\n", &[]).unwrap_err();
-        assert!(
-            err.to_string().contains("article.front_matter_size"),
-            "{err}"
-        );
-        let config = load_str(
-            "",
-            &[
-                ("IMGMIRROR_ARTICLE_FRONT_MATTER_SIZE", "960,540"),
-                (
-                    "IMGMIRROR_ARTICLE_WORKER_PREFIXES",
-                    r#"["https://a.workers.dev/?"]"#,
-                ),
-            ],
-        )
-        .unwrap();
-        assert_eq!(config.article.front_matter_size(), Some((960, 540)));
-        assert_eq!(config.article.worker_prefixes, ["https://a.workers.dev/?"]);
-    }
-
-    #[test]
-    fn log_metrics_and_cache_control_keys() {
-        let config = load_str(
-            "[log]\nformat = \"json\"\n",
-            &[
-                ("IMGMIRROR_METRICS_LISTEN", "127.0.0.1:9090"),
-                ("IMGMIRROR_LOG_FILTER", "warn,imgmirror=debug"),
-                ("IMGMIRROR_LOG", "trace"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.log.filter, "warn,imgmirror=debug");
-        let listen = config.metrics.listen_addr().map(|a| a.to_string());
-        assert_eq!(listen.as_deref(), Some("127.0.0.1:9090"));
-        assert_eq!(Config::default().metrics.listen_addr(), None);
-        for (text, key) in [
-            (r#"log = { format = "xml" }"#, "format"),
-            (r#"log = { filter = "imgmirror=loud" }"#, "log.filter"),
-            (r#"metrics = { listen = "nowhere" }"#, "metrics.listen"),
-            (
-                r#"response = { cache_control_proxy = "max-age=9, immutable" }"#,
-                "_proxy",
-            ),
-            (
-                r#"response = { cache_control_not_found = "" }"#,
-                "_not_found",
-            ),
-        ] {
-            let err = load_str(text, &[]).unwrap_err();
-            assert!(err.to_string().contains(key), "{text}: {err}");
-        }
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -36,6 +36,8 @@ pub enum Error {
     BadRequest(String),
     #[error("request body is larger than the {limit}-byte limit")]
     RequestTooLarge { limit: u64 },
+    #[error("the request URL is longer than the {limit}-byte limit")]
+    UriTooLong { limit: usize },
     #[error("the article cannot be read: {0}")]
     BadArticle(String),
     /// Our bug (a panicked task): a 500, whatever the input was.
@@ -63,6 +65,7 @@ impl Error {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Error::RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request-too-large"),
+            Error::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri-too-long"),
             Error::BadArticle(_) => (StatusCode::BAD_REQUEST, "bad-article"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -215,9 +215,35 @@ struct RemoteArgs {
     /// Prefetch through this running server's POST /prefetch instead of the local store
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// Admin bearer token for --server [default: admin.token from the config]
+    /// Admin bearer token for --server (visible in `ps`: prefer --token-file or
+    /// IMGMIRROR_ADMIN_TOKEN) [default: admin.token from the config]
     #[arg(long, value_name = "T")]
     token: Option<String>,
+    /// Read the admin token for --server from this file (surrounding whitespace trimmed)
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    /// The admin token: `--token`, else `--token-file`, else `admin.token` (which
+    /// `IMGMIRROR_ADMIN_TOKEN` overrides, like every config key).
+    fn token(&self, config: &Config) -> anyhow::Result<String> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => config.admin.token.clone(),
+        };
+        if token.is_empty() {
+            anyhow::bail!(
+                "--server needs the admin token: pass --token-file, set IMGMIRROR_ADMIN_TOKEN \
+                 or admin.token"
+            );
+        }
+        Ok(token)
+    }
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -295,18 +321,12 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `--server` with its token (`--token` or `admin.token`), when given.
+/// `--server` with its token (see [`RemoteArgs::token`]), when given.
 fn remote_of(config: &Config, remote: &RemoteArgs) -> anyhow::Result<Option<(String, String)>> {
     let Some(server) = &remote.server else {
         return Ok(None);
     };
-    let token = remote
-        .token
-        .clone()
-        .unwrap_or_else(|| config.admin.token.clone());
-    if token.is_empty() {
-        anyhow::bail!("--server needs the admin token: pass --token or set admin.token");
-    }
+    let token = remote.token(config)?;
     Ok(Some((server.trim_end_matches('/').to_owned(), token)))
 }
 

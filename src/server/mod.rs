@@ -14,6 +14,7 @@
 
 mod access;
 mod admin;
+mod conn;
 mod range;
 pub mod response;
 pub mod router;
@@ -46,6 +47,16 @@ use router::Route;
 
 /// Connections the separate metrics listener serves at once (scrapers and probes).
 const METRICS_CONNECTIONS: usize = 16;
+
+/// HTTP/2 keep-alive: a ping after this much silence, and the connection is closed when
+/// the peer does not answer it within [`H2_PING_TIMEOUT`] (a peer that vanished).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Longest request target (path and query, plus the authority of an absolute-form
+/// target) accepted; longer ones get 414 before any parsing. Image URLs are far shorter,
+/// and a cap keeps hostile URLs out of the URL map, the logs and the index.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
@@ -119,12 +130,20 @@ async fn serve(
         Listener::Metrics => METRICS_CONNECTIONS,
     }));
     let graceful = GracefulShutdown::new();
+    let head_timeout = Duration::from_secs(server.header_read_timeout_secs);
+    let idle_timeout = Duration::from_secs(server.idle_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs));
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(head_timeout)
+        .max_buf_size(server.max_request_head_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_header_list_size(u32::try_from(server.max_request_head_bytes).unwrap_or(u32::MAX));
     tracing::info!(addr = %listener.local_addr()?, listener = ?which, "listening");
 
     tokio::pin!(shutdown);
@@ -152,17 +171,32 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let handler_state = state.clone();
-        let service =
-            service_fn(move |request| handle(handler_state.clone(), request, peer, which));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let activity = conn::Activity::new();
+        let seen = activity.clone();
+        let service = service_fn(move |request| {
+            let in_flight = seen.request();
+            let state = handler_state.clone();
+            async move {
+                let response = handle(state, request, peer, which).await;
+                drop(in_flight);
+                response
+            }
+        });
+        let io = TokioIo::new(conn::Watched::new(stream, activity.clone()));
+        let connection = builder.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
         let state = state.clone();
         tokio::spawn(async move {
             let _open = state.mirror.metrics().connection();
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // Dropping the connection closes the socket: the watchdog wins only when the
+            // client sent no request head in time, or left the connection idle.
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                why = activity.watch(head_timeout, idle_timeout) => {
+                    tracing::debug!(%peer, ?why, "connection closed by the server");
+                }
             }
             drop(permit);
         });
@@ -272,6 +306,13 @@ async fn dispatch(
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
     let uri = &request.uri;
+    let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target_len > MAX_URI_BYTES {
+        return Err(Error::UriTooLong {
+            limit: MAX_URI_BYTES,
+        });
+    }
     let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
     let separate_metrics = state.config.metrics.listen_addr().is_some();

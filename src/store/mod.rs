@@ -338,7 +338,12 @@ impl Store {
             match self.mirror(url).await {
                 Ok(entry) => Ok(Arc::new(entry)),
                 Err(e) => {
-                    self.negative.insert(key.clone(), e.clone()).await;
+                    // Only what the upstream said is remembered; our own overload (no
+                    // fetch slot in time) must not outlive it.
+                    if matches!(&e, StoreError::Upstream(u) if !matches!(u, crate::upstream::UpstreamError::Overloaded))
+                    {
+                        self.negative.insert(key.clone(), e.clone()).await;
+                    }
                     Err(e)
                 }
             }

@@ -18,6 +18,11 @@
 //! compatible, NAT64, 6to4, Teredo). `upstream.allow_cidrs` opens ranges on purpose;
 //! `upstream.resolve` pins host names to addresses, which are still checked.
 //!
+//! Before the address check, the operator's source rules: a host on
+//! `upstream.deny_hosts` is refused, and with `upstream.allow_hosts` set only hosts on it
+//! are fetched (patterns are exact names or `*.name` for its subdomains; see
+//! [`host_matches`]). Like everything here they apply to every redirect hop.
+//!
 //! This module does not open connections; it only decides.
 
 use std::collections::HashMap;
@@ -46,6 +51,24 @@ pub enum GuardError {
     NoAddress(String),
     #[error("URL has no host")]
     NoHost,
+    #[error("host {host} is {rule}")]
+    HostRule { host: String, rule: &'static str },
+}
+
+/// Whether `host` (lowercase, no trailing dot) matches `pattern`: an exact name, or
+/// `*.name`, which matches every subdomain of `name` but not `name` itself. Case is
+/// ignored; the trailing dot of a fully qualified pattern is too.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim().trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(parent) => {
+            host.len() > parent.len() + 1 && {
+                let (sub, rest) = host.split_at(host.len() - parent.len());
+                sub.ends_with('.') && rest.eq_ignore_ascii_case(parent)
+            }
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
 }
 
 /// Where one hop actually goes.
@@ -65,6 +88,8 @@ pub struct Policy {
     ports: Vec<u16>,
     /// Lowercase host → (port the URL names → address to connect to).
     pinned: HashMap<String, HashMap<u16, SocketAddr>>,
+    allow_hosts: Vec<String>,
+    deny_hosts: Vec<String>,
 }
 
 impl Policy {
@@ -86,7 +111,33 @@ impl Policy {
             allow: config.allow_cidrs.clone(),
             ports: config.allowed_ports.clone(),
             pinned,
+            allow_hosts: config.allow_hosts.clone(),
+            deny_hosts: config.deny_hosts.clone(),
         }
+    }
+
+    /// The operator's source rules: `deny_hosts` first, then `allow_hosts` when set.
+    fn check_host(&self, url: &Url) -> Result<(), GuardError> {
+        let host = url.host_str().ok_or(GuardError::NoHost)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let refused = |rule| {
+            Err(GuardError::HostRule {
+                host: host.clone(),
+                rule,
+            })
+        };
+        if self.deny_hosts.iter().any(|p| host_matches(p, &host)) {
+            return refused("on upstream.deny_hosts");
+        }
+        if !self.allow_hosts.is_empty() && !self.allow_hosts.iter().any(|p| host_matches(p, &host))
+        {
+            return refused("not on upstream.allow_hosts");
+        }
+        Ok(())
     }
 
     /// Checks one hop's URL and says where to connect.
@@ -101,6 +152,7 @@ impl Policy {
         if !self.ports.contains(&port) {
             return Err(GuardError::Port(port));
         }
+        self.check_host(url)?;
         let host = url.host().ok_or(GuardError::NoHost)?;
         let name = match host {
             Host::Ipv4(ip) => {
@@ -292,6 +344,55 @@ impl reqwest::dns::Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_patterns_match_exact_names_and_subdomains_only() {
+        assert!(host_matches("*.1sapp.com", "static.1sapp.com"));
+        assert!(host_matches("*.1sapp.com", "a.b.1sapp.com"));
+        assert!(host_matches("*.1SAPP.com", "static.1sapp.com"));
+        assert!(!host_matches("*.1sapp.com", "1sapp.com"));
+        assert!(!host_matches("*.1sapp.com", "evil1sapp.com"));
+        assert!(!host_matches("*.1sapp.com", "1sapp.com.evil.net"));
+        assert!(host_matches("Static.1sapp.com.", "static.1sapp.com"));
+        assert!(!host_matches("static.1sapp.com", "x.static.1sapp.com"));
+        assert!(host_matches("127.0.0.1", "127.0.0.1"));
+    }
+
+    #[test]
+    fn allow_and_deny_hosts_apply_to_every_url() {
+        let config = UpstreamConfig {
+            allow_hosts: vec!["*.1sapp.com".into(), "images.example".into()],
+            deny_hosts: vec!["private.1sapp.com".into()],
+            ..UpstreamConfig::default()
+        };
+        let policy = Policy::new(&config);
+        let check = |u: &str| policy.check_url(&Url::parse(u).unwrap());
+        assert!(check("https://static.1sapp.com/a.jpg").is_ok());
+        assert!(check("https://IMAGES.example./a.jpg").is_ok());
+        for refused in [
+            "https://private.1sapp.com/a.jpg",
+            "https://1sapp.com/a.jpg",
+            "https://other.example/a.jpg",
+            "http://93.184.216.34/a.jpg",
+        ] {
+            assert!(
+                matches!(check(refused), Err(GuardError::HostRule { .. })),
+                "{refused}"
+            );
+        }
+        let open = Policy::new(&UpstreamConfig {
+            deny_hosts: vec!["*.evil.test".into()],
+            ..UpstreamConfig::default()
+        });
+        assert!(
+            open.check_url(&Url::parse("https://a.evil.test/").unwrap())
+                .is_err()
+        );
+        assert!(
+            open.check_url(&Url::parse("https://good.test/").unwrap())
+                .is_ok()
+        );
+    }
 
     fn policy(allow: &[&str], resolve: &[(&str, &str)]) -> Policy {
         let config = UpstreamConfig {

@@ -6,12 +6,17 @@
 //! client, the timeouts, the byte cap, redirect following (each hop re-checked by
 //! [`guard`]), and the check that the body is an image ([`verify`]). It knows nothing of
 //! the store, hashing or HTTP responses to clients.
+//!
+//! Fetch slots are shared fairly: a fetch takes its host's slot
+//! (`upstream.max_in_flight_per_host`) before a global one (`upstream.max_in_flight`),
+//! so one slow or tarpit host cannot hold every slot.
 
 mod check;
 pub mod guard;
 pub mod verify;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -104,6 +109,39 @@ pub struct Fetcher {
     policy: Arc<Policy>,
     config: UpstreamConfig,
     slots: Semaphore,
+    hosts: HostSlots,
+}
+
+/// Hosts tracked before idle ones (no fetch holding or waiting for a slot) are pruned.
+const HOSTS_BEFORE_PRUNE: usize = 256;
+
+/// One semaphore per upstream host, created on first use and dropped when idle.
+struct HostSlots {
+    per_host: usize,
+    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostSlots {
+    fn new(config: &UpstreamConfig) -> HostSlots {
+        HostSlots {
+            per_host: config.per_host_slots(),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The semaphore of `url`'s host (lowercase, without the port).
+    fn of(&self, url: &Url) -> Arc<Semaphore> {
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= HOSTS_BEFORE_PRUNE && !map.contains_key(&host) {
+            // Only the map holds an idle host's semaphore: every fetch (holding a
+            // permit or waiting for one) holds a clone.
+            map.retain(|_, slots| Arc::strong_count(slots) > 1);
+        }
+        map.entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
 }
 
 impl Fetcher {
@@ -128,6 +166,7 @@ impl Fetcher {
             policy,
             config: config.clone(),
             slots: Semaphore::new(config.max_in_flight),
+            hosts: HostSlots::new(config),
         })
     }
 
@@ -144,6 +183,12 @@ impl Fetcher {
             secs,
             url: url.to_string(),
         };
+        // The host's slot first: fetches queued for a slow host wait there, not in
+        // the global queue, so other hosts' fetches still find a free global slot.
+        let _host_slot = tokio::time::timeout_at(deadline, self.hosts.of(url).acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::Overloaded)?
+            .map_err(|_| UpstreamError::Overloaded)?;
         let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
             .await
             .map_err(|_| UpstreamError::Overloaded)?
@@ -312,10 +357,16 @@ impl Fetcher {
     }
 }
 
+/// Longest validator or cache header kept; a longer one is dropped (not cut: a cut
+/// ETag would never match), so a hostile upstream cannot make us store or echo 200 KB
+/// values per URL.
+pub const MAX_VALIDATOR_BYTES: usize = 256;
+
 fn validators(headers: &reqwest::header::HeaderMap) -> Validators {
     let get = |name| {
         headers
             .get(name)
+            .filter(|v| v.len() <= MAX_VALIDATOR_BYTES)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
@@ -339,4 +390,33 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn oversized_validators_are_dropped_not_stored() {
+        let mut headers = HeaderMap::new();
+        let long = format!("\"{}\"", "e".repeat(MAX_VALIDATOR_BYTES));
+        headers.insert(ETAG, HeaderValue::from_str(&long).unwrap());
+        headers.insert(
+            LAST_MODIFIED,
+            HeaderValue::from_static("Mon, 31 Jan 2022 15:10:03 GMT"),
+        );
+        let cache = format!("max-age=60, {}", "x".repeat(300));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_str(&cache).unwrap());
+        let kept = validators(&headers);
+        assert_eq!(kept.etag, None);
+        assert_eq!(kept.cache_control, None);
+        assert_eq!(
+            kept.last_modified.as_deref(),
+            Some("Mon, 31 Jan 2022 15:10:03 GMT")
+        );
+        let exact = format!("\"{}\"", "e".repeat(MAX_VALIDATOR_BYTES - 2));
+        headers.insert(ETAG, HeaderValue::from_str(&exact).unwrap());
+        assert_eq!(validators(&headers).etag.as_deref(), Some(exact.as_str()));
+    }
 }

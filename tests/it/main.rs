@@ -9,6 +9,7 @@ mod browser_placeholders;
 mod cdn;
 mod crash;
 mod headers;
+mod hostile_clients;
 mod hostile_images;
 mod lifecycle;
 mod mirror;

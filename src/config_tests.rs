@@ -1,0 +1,177 @@
+//! Tests of the config keys, their defaults, the environment overrides and validation.
+
+use super::*;
+
+fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).unwrap();
+    apply_env(
+        &mut table,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )?;
+    let config =
+        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            path: "test".into(),
+            message: e.to_string(),
+        })?;
+    config.validate()?;
+    Ok(config)
+}
+
+#[test]
+fn shipped_config_parses_and_equals_defaults() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/imgmirror.toml"
+    ))
+    .unwrap();
+    let shipped = load_str(&text, &[]).unwrap();
+    let defaults = Config::default();
+    assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+}
+
+#[test]
+fn issue_example_resolve_and_allow_cidrs() {
+    let config = load_str(
+        r#"
+        [upstream]
+        allow_cidrs = ["127.0.0.1/32"]
+        resolve = { "static.1sapp.com:80" = "127.0.0.1:18080" }
+        "#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        config.upstream.allow_cidrs,
+        vec!["127.0.0.1/32".parse().unwrap()]
+    );
+    assert_eq!(
+        config.upstream.resolve["static.1sapp.com:80"],
+        "127.0.0.1:18080".parse().unwrap()
+    );
+}
+
+#[test]
+fn env_overrides_file_with_typed_values() {
+    let config = load_str(
+        "[cache]\nmemory_bytes = 10\n",
+        &[
+            ("IMGMIRROR_CACHE_MEMORY_BYTES", "2048"),
+            ("IMGMIRROR_UPSTREAM_ALLOW_CIDRS", r#"["10.0.0.0/8"]"#),
+            ("IMGMIRROR_UPSTREAM_USER_AGENT", "test agent/1"),
+            ("IMGMIRROR_LOG", "debug"),
+            ("PATH", "/bin"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.cache.memory_bytes, 2048);
+    assert_eq!(
+        config.upstream.allow_cidrs,
+        vec!["10.0.0.0/8".parse().unwrap()]
+    );
+    assert_eq!(config.upstream.user_agent, "test agent/1");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused_by_name() {
+    let err = load_str("[upstream]\nallow_cidr = []\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("allow_cidr"), "{err}");
+    let err = load_str("[upstream]\nmax_bytes = 0\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.max_bytes"), "{err}");
+    let err = load_str("", &[("IMGMIRROR_SERVER_LISTEN", "nonsense")]).unwrap_err();
+    assert!(err.to_string().contains("server.listen"), "{err}");
+    let err = load_str(
+        "[upstream]\nresolve = { \"a:80\" = \"10.0.0.1:80\", \"a:443\" = \"10.0.0.2:443\" }\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("two addresses"), "{err}");
+    let err = load_str("[article]\nfront_matter_size = \"480\"\n", &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("article.front_matter_size"),
+        "{err}"
+    );
+    let config = load_str(
+        "",
+        &[
+            ("IMGMIRROR_ARTICLE_FRONT_MATTER_SIZE", "960,540"),
+            (
+                "IMGMIRROR_ARTICLE_WORKER_PREFIXES",
+                r#"["https://a.workers.dev/?"]"#,
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.article.front_matter_size(), Some((960, 540)));
+    assert_eq!(config.article.worker_prefixes, ["https://a.workers.dev/?"]);
+}
+
+#[test]
+fn log_metrics_and_cache_control_keys() {
+    let config = load_str(
+        "[log]\nformat = \"json\"\n",
+        &[
+            ("IMGMIRROR_METRICS_LISTEN", "127.0.0.1:9090"),
+            ("IMGMIRROR_LOG_FILTER", "warn,imgmirror=debug"),
+            ("IMGMIRROR_LOG", "trace"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.filter, "warn,imgmirror=debug");
+    let listen = config.metrics.listen_addr().map(|a| a.to_string());
+    assert_eq!(listen.as_deref(), Some("127.0.0.1:9090"));
+    assert_eq!(Config::default().metrics.listen_addr(), None);
+    for (text, key) in [
+        (r#"log = { format = "xml" }"#, "format"),
+        (r#"log = { filter = "imgmirror=loud" }"#, "log.filter"),
+        (r#"metrics = { listen = "nowhere" }"#, "metrics.listen"),
+        (
+            r#"response = { cache_control_proxy = "max-age=9, immutable" }"#,
+            "_proxy",
+        ),
+        (
+            r#"response = { cache_control_not_found = "" }"#,
+            "_not_found",
+        ),
+    ] {
+        let err = load_str(text, &[]).unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+}
+
+#[test]
+fn client_and_source_limit_keys() {
+    let defaults = Config::default();
+    assert_eq!(defaults.upstream.per_host_slots(), 16);
+    assert_eq!(defaults.server.idle_timeout_secs, 60);
+    let config = load_str(
+        "[upstream]\nmax_in_flight = 3\nallow_hosts = [\"*.1sapp.com\"]\n",
+        &[("IMGMIRROR_ADMIN_TOKEN", "from-env")],
+    )
+    .unwrap();
+    assert_eq!(config.upstream.per_host_slots(), 1);
+    assert_eq!(config.upstream.allow_hosts, ["*.1sapp.com"]);
+    assert_eq!(config.admin.token, "from-env");
+    for (text, key) in [
+        (
+            r#"upstream = { allow_hosts = ["a.*.com"] }"#,
+            "upstream.allow_hosts",
+        ),
+        (
+            r#"upstream = { deny_hosts = ["*."] }"#,
+            "upstream.deny_hosts",
+        ),
+        (
+            "upstream = { max_in_flight = 4, max_in_flight_per_host = 5 }",
+            "max_in_flight_per_host",
+        ),
+        ("server = { idle_timeout_secs = 0 }", "server."),
+        (
+            "server = { max_request_head_bytes = 1024 }",
+            "server.max_request_head_bytes",
+        ),
+    ] {
+        let err = load_str(text, &[]).unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+}

@@ -1,0 +1,200 @@
+//! Per-connection client limits that hyper does not enforce on its own: the deadline
+//! for the first request head, and the idle timeout between requests.
+//!
+//! hyper-util's auto builder reads the protocol preface (to tell HTTP/1 from HTTP/2)
+//! with no timer, and hyper's HTTP/1 `header_read_timeout` only starts after that, so a
+//! socket that sends nothing (or a few bytes) would be held forever. [`Activity`] wraps
+//! the socket to see every read and write, and the service marks each request it is
+//! handed; [`Activity::watch`] closes the connection when no request head arrived within
+//! `server.header_read_timeout_secs` of the accept, or when no request is in flight and
+//! nothing moved for `server.idle_timeout_secs` (HTTP/1 keep-alive and HTTP/2 alike).
+//! hyper's own limits (header read timeout for later heads, head size, HTTP/2 pings)
+//! are set in [`super::serve`]. This module knows nothing of routes or responses.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// What a connection has been doing, shared by its socket wrapper, its service and its
+/// watchdog.
+#[derive(Debug)]
+pub struct Activity {
+    opened: Instant,
+    /// Milliseconds since `opened` of the last byte read or written.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    /// A complete request head has been seen.
+    started: AtomicBool,
+}
+
+/// Why the watchdog closed a connection (for the debug log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    NoRequestHead,
+    Idle,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Marks a request as handed to the service; the guard marks it finished.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.started.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Resolves when the connection should be closed: no request head within
+    /// `head_timeout` of the accept, or idle (no request in flight, no bytes moved) for
+    /// `idle_timeout`. Never resolves for a connection that keeps working.
+    pub async fn watch(&self, head_timeout: Duration, idle_timeout: Duration) -> Closed {
+        let head_deadline = self.opened + head_timeout;
+        loop {
+            let now = Instant::now();
+            if !self.started.load(Ordering::Relaxed) {
+                if now >= head_deadline {
+                    return Closed::NoRequestHead;
+                }
+                tokio::time::sleep_until(head_deadline).await;
+                continue;
+            }
+            let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let idle_deadline = last + idle_timeout;
+            if self.in_flight.load(Ordering::Relaxed) > 0 {
+                // A request is being worked on: look again after a full idle period.
+                tokio::time::sleep(idle_timeout).await;
+            } else if now >= idle_deadline {
+                return Closed::Idle;
+            } else {
+                tokio::time::sleep_until(idle_deadline).await;
+            }
+        }
+    }
+}
+
+/// One request in flight on a connection; dropping it (the response is ready, or the
+/// request was abandoned) counts as activity.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket that records in [`Activity`] every read or write that moved bytes.
+pub struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
+        Watched { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_request_head_closes_at_the_head_deadline() {
+        let activity = Activity::new();
+        let closed = activity
+            .watch(Duration::from_millis(200), Duration::from_secs(60))
+            .await;
+        assert_eq!(closed, Closed::NoRequestHead);
+        assert!(activity.opened.elapsed() >= Duration::from_millis(200));
+        assert!(activity.opened.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn idle_after_a_request_closes_but_a_long_request_does_not() {
+        let activity = Activity::new();
+        let request = activity.request();
+        let watching = activity.watch(Duration::from_millis(50), Duration::from_millis(200));
+        tokio::pin!(watching);
+        // Five idle periods of work with no bytes moving: not idle.
+        tokio::select! {
+            _ = &mut watching => panic!("closed during a request"),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        drop(request);
+        let finished = Instant::now();
+        assert_eq!(watching.await, Closed::Idle);
+        assert!(finished.elapsed() >= Duration::from_millis(200));
+    }
+}

@@ -464,37 +464,47 @@ impl Config {
                 message: e.to_string(),
             });
         }
-        let article = &self.article;
-        if article.worker_prefixes.iter().any(|p| p.trim().is_empty()) {
-            return invalid(
-                "article.worker_prefixes",
-                "must not contain an empty prefix",
-            );
-        }
-        if !article.front_matter_size.is_empty() && article.front_matter_size().is_none() {
-            return invalid(
-                "article.front_matter_size",
-                "must be \"W,H\" with two positive integers, or empty",
-            );
-        }
-        for (key, value) in [
-            ("article.prefetch_concurrency", article.prefetch_concurrency),
-            ("article.prefetch_per_host", article.prefetch_per_host),
-            (
-                "article.prefetch_attempts",
-                article.prefetch_attempts as usize,
-            ),
-            (
-                "article.prefetch_max_body_bytes",
-                usize::try_from(article.prefetch_max_body_bytes).unwrap_or(usize::MAX),
-            ),
-        ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1");
-            }
-        }
-        Ok(())
+        validate_article(&self.article)
     }
+}
+
+/// `[article]`: no empty worker prefix, a well-formed front-matter size, positive bounds.
+fn validate_article(article: &ArticleConfig) -> Result<(), ConfigError> {
+    let invalid = |key, message: &str| {
+        Err(ConfigError::Invalid {
+            key,
+            message: message.to_string(),
+        })
+    };
+    if article.worker_prefixes.iter().any(|p| p.trim().is_empty()) {
+        return invalid(
+            "article.worker_prefixes",
+            "must not contain an empty prefix",
+        );
+    }
+    if !article.front_matter_size.is_empty() && article.front_matter_size().is_none() {
+        return invalid(
+            "article.front_matter_size",
+            "must be \"W,H\" with two positive integers, or empty",
+        );
+    }
+    for (key, value) in [
+        ("article.prefetch_concurrency", article.prefetch_concurrency),
+        ("article.prefetch_per_host", article.prefetch_per_host),
+        (
+            "article.prefetch_attempts",
+            article.prefetch_attempts as usize,
+        ),
+        (
+            "article.prefetch_max_body_bytes",
+            usize::try_from(article.prefetch_max_body_bytes).unwrap_or(usize::MAX),
+        ),
+    ] {
+        if value == 0 {
+            return invalid(key, "must be at least 1");
+        }
+    }
+    Ok(())
 }
 
 /// `upstream.resolve`: keys are `host:port`, and one host maps to one address.

@@ -31,6 +31,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// A complete request head has been seen.
     started: AtomicBool,
+    /// Wakes the watchdog from its wait for the first request head.
+    first_request: tokio::sync::Notify,
 }
 
 /// Why the watchdog closed a connection (for the debug log).
@@ -47,6 +49,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicBool::new(false),
+            first_request: tokio::sync::Notify::new(),
         })
     }
 
@@ -57,8 +60,11 @@ impl Activity {
 
     /// Marks a request as handed to the service; the guard marks it finished.
     pub fn request(self: &Arc<Self>) -> InFlight {
-        self.started.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if !self.started.swap(true, Ordering::Relaxed) {
+            // A stored permit if the watchdog is not waiting yet: it sees `started` anyway.
+            self.first_request.notify_one();
+        }
         InFlight(self.clone())
     }
 
@@ -73,7 +79,12 @@ impl Activity {
                 if now >= head_deadline {
                     return Closed::NoRequestHead;
                 }
-                tokio::time::sleep_until(head_deadline).await;
+                // Until the deadline or the first request, whichever comes first: from
+                // then on the idle clock applies.
+                tokio::select! {
+                    () = tokio::time::sleep_until(head_deadline) => {}
+                    () = self.first_request.notified() => {}
+                }
                 continue;
             }
             let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));

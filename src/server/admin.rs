@@ -110,7 +110,7 @@ pub fn export(
             Err(e) => tracing::error!(error = %crate::error::Chain(&e), "export failed"),
         }
     });
-    let mut response = Response::new(StreamBody(receiver).boxed());
+    let mut response = Response::new(ChannelBody::Bounded(receiver).boxed());
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -140,23 +140,6 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A response body fed from a bounded channel.
-struct StreamBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for StreamBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 
@@ -251,7 +234,7 @@ pub async fn prefetch(
         let _ = lines.send(Bytes::from(done.to_line()));
     });
 
-    let mut response = Response::new(ChannelBody(receiver).boxed());
+    let mut response = Response::new(ChannelBody::Unbounded(receiver).boxed());
     let headers = response.headers_mut();
     response::common_headers(headers);
     headers.insert(
@@ -287,8 +270,14 @@ fn payload(headers: &HeaderMap, text: &str) -> Payload {
     }
 }
 
-/// A response body fed line by line through a channel; it ends when the sender is dropped.
-struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+/// A streamed response body, fed through a channel; it ends when the sender is dropped.
+/// The export writes into a bounded one (a slow reader slows the writer); the prefetch
+/// engine reports through an unbounded one from a synchronous callback (its lines are few
+/// and small).
+enum ChannelBody {
+    Bounded(mpsc::Receiver<Bytes>),
+    Unbounded(mpsc::UnboundedReceiver<Bytes>),
+}
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
@@ -298,9 +287,11 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|line| line.map(|bytes| Ok(Frame::data(bytes))))
+        let next = match &mut *self {
+            ChannelBody::Bounded(receiver) => receiver.poll_recv(cx),
+            ChannelBody::Unbounded(receiver) => receiver.poll_recv(cx),
+        };
+        next.map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use reqwest::header::{
-    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, LOCATION,
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH,
 };
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::{Fetcher, UpstreamError, Validators, validators};
+use super::{Fetcher, UpstreamError, Validators, redirect_target, validators};
 
 /// What an upstream said to a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,20 +94,7 @@ impl Fetcher {
                 return Ok(Checked::NotModified);
             }
             if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| UpstreamError::Status {
-                        status: status.as_u16(),
-                        url: current.to_string(),
-                    })?;
-                current = current
-                    .join(location)
-                    .map_err(|e| UpstreamError::Transport {
-                        url: current.to_string(),
-                        message: format!("bad redirect location {location:?}: {e}"),
-                    })?;
+                current = redirect_target(&current, &response)?;
                 continue;
             }
             if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {

@@ -228,20 +228,7 @@ impl Fetcher {
                 .map_err(|e| self.transport_error(&current, e))?;
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| UpstreamError::Status {
-                        status: status.as_u16(),
-                        url: current.to_string(),
-                    })?;
-                current = current
-                    .join(location)
-                    .map_err(|e| UpstreamError::Transport {
-                        url: current.to_string(),
-                        message: format!("bad redirect location {location:?}: {e}"),
-                    })?;
+                current = redirect_target(&current, &response)?;
                 continue;
             }
             let validators = validators(response.headers());
@@ -390,6 +377,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     message
+}
+
+/// Where a redirect answer points: its `Location`, resolved against the URL that answered
+/// (checked by the guard like any other hop before it is fetched).
+fn redirect_target(current: &Url, response: &reqwest::Response) -> Result<Url, UpstreamError> {
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| UpstreamError::Status {
+            status: response.status().as_u16(),
+            url: current.to_string(),
+        })?;
+    current
+        .join(location)
+        .map_err(|e| UpstreamError::Transport {
+            url: current.to_string(),
+            message: format!("bad redirect location {location:?}: {e}"),
+        })
 }
 
 #[cfg(test)]

@@ -10,27 +10,12 @@
 //! - `--json` and a self-contained `--html` page with embedded thumbnails.
 
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::Value;
 
 use crate::articles_rewrite::origin_config;
-use crate::support::Origin;
 use crate::support::origin::fixture_path;
-
-async fn imgmirror(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
-        .args(args)
-        .env("IMGMIRROR_LOG", "warn")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run imgmirror")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::support::{Origin, imgmirror, text};
 
 fn seed(dir: &Path) -> String {
     let post = dir.join("post.md");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Server, client, config_for};
+use crate::support::{Server, client, config_for, imgmirror_with};
 
 /// Reads until the server closes the connection; the time it took, or `None` when it
 /// was still open after `limit`.
@@ -262,18 +262,6 @@ async fn urls_over_8_kib_are_refused_with_414() {
 
     let fits = format!("{upstream}?pad={}", "a".repeat(7 * 1024));
     assert_eq!(crate::support::get_status(server.proxy(&fits)).await, 200);
-}
-
-/// Runs the real binary with `env` added.
-async fn imgmirror_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
-        .args(args)
-        .env("IMGMIRROR_LOG", "warn")
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run imgmirror")
 }
 
 /// The admin token never has to be on a command line (where `ps` shows it):

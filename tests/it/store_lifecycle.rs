@@ -6,14 +6,14 @@
 //! directory, a missing object's pins).
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use imgmirror::config::Config;
-use imgmirror::store::Index;
 use serde_json::Value;
 
-use crate::support::{Origin, Server, client, config_for, count_files, fixture, sha256};
+use crate::support::{
+    Origin, Server, client, config_for, count_files, fixture, imgmirror, open_index, sha256, text,
+};
 
 const TOKEN: &str = "lifecycle-token";
 
@@ -67,32 +67,6 @@ async fn purge(server: &Server, query: &str) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
-}
-
-async fn imgmirror(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
-        .args(args)
-        .env("IMGMIRROR_LOG", "warn")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run imgmirror")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Opens the index once the server that held it has let go of its lock.
-async fn open_index(dir: &Path) -> Index {
-    let path = dir.join("index.redb");
-    for _ in 0..50 {
-        if let Ok(index) = Index::open(&path) {
-            return index;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Index::open(&path).unwrap()
 }
 
 #[tokio::test]
@@ -284,7 +258,7 @@ async fn purge_by_article_keeps_images_another_article_pins() {
     );
     let mut server = server;
     server.stop().await;
-    let index = open_index(dir.path()).await;
+    let index = open_index(&dir.path().join("index.redb")).await;
     assert_eq!(index.url(&shared).unwrap().unwrap().pinned_by, ["post-b"]);
     assert!(index.url(&own).unwrap().is_none());
 }
@@ -305,7 +279,7 @@ async fn two_articles_pinning_one_url_at_the_same_moment_both_keep_their_pin() {
         .collect();
     futures_util::future::join_all(pins).await;
     server.stop().await;
-    let index = open_index(dir.path()).await;
+    let index = open_index(&dir.path().join("index.redb")).await;
     let pinned = index.url(&url).unwrap().unwrap().pinned_by;
     assert_eq!(pinned.len(), 8, "{pinned:?}");
 }
@@ -326,7 +300,7 @@ async fn a_purge_during_a_revalidation_is_not_undone() {
     assert_eq!(status, 200);
     assert!(crate::support::wait_logged(&["purged during revalidation; not recorded"]).await);
     server.stop().await;
-    let index = open_index(dir.path()).await;
+    let index = open_index(&dir.path().join("index.redb")).await;
     assert_eq!(
         index.url(&url).unwrap(),
         None,
@@ -391,7 +365,7 @@ async fn a_missing_object_is_fetched_again_and_keeps_its_pins() {
         1,
         "the damaged file must be kept aside"
     );
-    let index = open_index(dir.path()).await;
+    let index = open_index(&dir.path().join("index.redb")).await;
     assert_eq!(index.url(&url).unwrap().unwrap().pinned_by, ["post-a"]);
 }
 
@@ -528,7 +502,7 @@ async fn an_export_from_a_running_server_imports_elsewhere_and_serves_with_the_u
         );
     }
     moved.stop().await;
-    let index = open_index(other.path()).await;
+    let index = open_index(&other.path().join("index.redb")).await;
     assert_eq!(index.url(&urls[0]).unwrap().unwrap().pinned_by, ["post-a"]);
     drop(server);
 }
@@ -596,7 +570,7 @@ async fn stats_and_offline_purge_from_the_command_line() {
 
     // ...and offline, on the directory.
     let dir_arg = dir.path().to_str().unwrap();
-    let _ = open_index(dir.path()).await;
+    let _ = open_index(&dir.path().join("index.redb")).await;
     let stats = imgmirror(&["stats", "--json", "--cache-dir", dir_arg]).await;
     assert!(stats.status.success(), "{}", text(&stats.stderr));
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();

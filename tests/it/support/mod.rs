@@ -218,3 +218,37 @@ pub fn metric_in(text: &str, name: &str) -> f64 {
 pub async fn metric(server: &Server, name: &str) -> f64 {
     metric_in(&metrics_text(server).await, name)
 }
+
+/// Runs the real binary (logs at `warn`) without blocking the runtime the origin runs on.
+pub async fn imgmirror(args: &[&str]) -> std::process::Output {
+    imgmirror_with(args, &[]).await
+}
+
+/// [`imgmirror`] with `env` added.
+pub async fn imgmirror_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
+        .args(args)
+        .env("IMGMIRROR_LOG", "warn")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run imgmirror")
+}
+
+/// Output bytes as text, for assertions and their messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Opens the index at `path` once the process or server that held it has let go of its
+/// lock (a server's background tasks may drop their store a moment after it stops).
+pub async fn open_index(path: &Path) -> imgmirror::store::Index {
+    for _ in 0..50 {
+        if let Ok(index) = imgmirror::store::Index::open(path) {
+            return index;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    imgmirror::store::Index::open(path).unwrap()
+}

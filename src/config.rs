@@ -46,6 +46,7 @@ pub struct Config {
     pub article: ArticleConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub security: crate::signing::SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +70,10 @@ pub struct ServerConfig {
     pub max_request_head_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Fetches and renders in flight per client IP (IPv6: /64), else 429; 0 = off. Default 8.
+    pub per_client_expensive: usize,
+    /// Peers (CIDRs) whose `X-Forwarded-For` names the client. Default [] (the peer is).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +85,8 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             max_request_head_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
+            per_client_expensive: 8,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -464,6 +471,7 @@ impl Config {
                 message: e.to_string(),
             });
         }
+        self.security.validate()?;
         validate_article(&self.article)
     }
 }
@@ -544,7 +552,8 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 9] = [
+    const SECTIONS: [&str; 10] = [
+        "security",
         "server",
         "cache",
         "upstream",

@@ -12,6 +12,7 @@ use std::fmt;
 use http::{Method, StatusCode};
 
 use crate::mirror::MirrorError;
+use crate::signing::SignatureError;
 use crate::store::StoreError;
 use crate::transform::{PoolError, TransformError};
 use crate::upstream::{GuardError, UpstreamError};
@@ -24,6 +25,9 @@ pub enum Error {
     Url(#[from] UrlError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    /// `security.signing_keys` is set and the request's signature is missing or wrong.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     #[error("no such route: {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -56,6 +60,11 @@ impl Error {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Error::Mirror(e) => mirror_status(e),
+            Error::Signature(SignatureError::Missing | SignatureError::WorkerForm(_)) => {
+                (StatusCode::FORBIDDEN, "signature-required")
+            }
+            Error::Signature(SignatureError::Bad) => (StatusCode::FORBIDDEN, "bad-signature"),
+            Error::Signature(SignatureError::Options(e)) => (StatusCode::BAD_REQUEST, e.code()),
             Error::Url(UrlError::BadUrl(_)) => (StatusCode::BAD_REQUEST, "bad-url"),
             Error::Url(UrlError::NotAPermalink(_)) | Error::NotFound(_) => {
                 (StatusCode::NOT_FOUND, "not-found")

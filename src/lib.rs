@@ -14,6 +14,7 @@
 //! - [`transform`]: resize and re-encode: options, negotiation, limits, the render pool.
 //! - [`upstream`]: outbound fetches, the SSRF guard, image verification.
 //! - [`url_grammar`]: the shapes of imgmirror URLs, parsed and written (leaf).
+//! - [`signing`]: signed URLs: the canonical message, HMAC, which requests need one (leaf).
 //! - [`hash`]: `ContentHash`, the SHA-256 that names everything stored (leaf).
 //! - [`config`]: the one config struct; file, then environment, then flags (leaf).
 //! - [`metrics`]: the Prometheus series and the functions that record them (leaf).
@@ -25,6 +26,7 @@ pub mod hash;
 pub mod metrics;
 pub mod mirror;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod transform;
 pub mod upstream;

@@ -75,6 +75,11 @@ const URL_PARAM: &AsciiSet = &NON_ALPHANUMERIC
 /// is `transform`'s business, only the names matter here, to tell our URLs from others').
 const OPTION_NAMES: [&str; 8] = ["bg", "dpr", "enlarge", "fit", "format", "h", "q", "w"];
 
+/// The query parameter that carries a URL's signature (`security.signing_keys`). It is no
+/// option: parsing takes it out of [`Address::options`] (read it with [`signature`]), and
+/// [`recognise`] accepts and drops it, so a moved or undone URL never keeps a stale one.
+pub const SIG_PARAM: &str = "sig";
+
 const MISSING: &str = "missing upstream URL: use /?<absolute URL> or /?url=<percent-encoded URL>";
 
 /// Parses a path and query that name an image; `None` when the path is neither `/` nor
@@ -121,7 +126,7 @@ pub fn parse_proxy_query(query: &str) -> Result<Address, UrlError> {
                 return Err(UrlError::BadUrl("url given twice".into()));
             }
             upstream = Some(value.into_owned());
-        } else {
+        } else if name != SIG_PARAM {
             options.push((name.into_owned(), value.into_owned()));
         }
     }
@@ -187,6 +192,7 @@ pub fn parse_permalink(rest: &str, query: &str) -> Result<Address, UrlError> {
         return Err(UrlError::NotAPermalink(format!("/m/{rest}: bad extension")));
     }
     let options = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k != SIG_PARAM)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     Ok(Address::Permalink {
@@ -217,6 +223,27 @@ pub fn permalink_url(
         ext => format!("{base}/m/{sha256}.{ext}"),
     };
     with_options(url, options)
+}
+
+/// The `sig=` of an explicit-form or permalink query (the first one); `None` for the worker
+/// form, whose whole query is the upstream URL (a `sig=` in it is the upstream's).
+pub fn signature(query: &str) -> Option<String> {
+    if worker_upstream(query).is_some() {
+        return None;
+    }
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == SIG_PARAM)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Whether a `/` query is the worker form `/?<URL>` (as opposed to `url=…`).
+pub fn is_worker_form(query: &str) -> bool {
+    worker_upstream(query).is_some()
+}
+
+/// `url` (written by [`proxy_url`] or [`permalink_url`]) with its signature appended.
+pub fn with_signature(url: String, sig: &str) -> String {
+    with_options(url, &[(SIG_PARAM, sig.to_owned())])
 }
 
 /// Appends options; names and values we write are plain tokens and numbers, but a value is
@@ -308,6 +335,7 @@ pub fn recognise(url: &str) -> Option<Recognised> {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
                 "url" if upstream.is_none() => upstream = Some(value.into_owned()),
+                SIG_PARAM => {}
                 name if OPTION_NAMES.contains(&name) => {
                     options.push((name.to_owned(), value.into_owned()));
                 }
@@ -510,5 +538,30 @@ mod tests {
             permalink_url("https://img.example.com", &sha, "", &[]),
             format!("https://img.example.com/m/{sha}")
         );
+    }
+
+    #[test]
+    fn the_signature_is_no_option() {
+        let q = "url=http%3A%2F%2Fa.example%2Fx.jpg&w=480&sig=abc_-";
+        assert_eq!(signature(q).as_deref(), Some("abc_-"));
+        assert_eq!(
+            parse_proxy_query(q).unwrap().options(),
+            &[("w".into(), "480".into())]
+        );
+        let hex = "ab".repeat(32);
+        let p = parse(&format!("/m/{hex}"), Some("sig=x&w=1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.options(), &[("w".into(), "1".into())]);
+        // The worker form's query is the upstream's, sig= and all.
+        assert_eq!(signature("http://a.example/x.jpg?sig=abc"), None);
+        assert!(is_worker_form("http://a.example/x.jpg?sig=abc"));
+        let signed = with_signature(proxy_url("https://i.example", "http://a/x.jpg", &[]), "s1");
+        assert_eq!(
+            signed,
+            "https://i.example/?url=http%3A%2F%2Fa%2Fx.jpg&sig=s1"
+        );
+        let found = recognise(&format!("{signed}&w=2")).unwrap();
+        assert_eq!(found.options, [("w".into(), "2".into())]);
     }
 }

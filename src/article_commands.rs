@@ -68,6 +68,7 @@ pub(crate) fn rewrite_main(
     let target = Target {
         base: base.unwrap_or_default(),
         from_base,
+        signer: imgmirror::signing::Signer::new(&config.security.signing_keys, &config.transform),
         ..Target::default()
     };
     let failed = runtime.block_on(rewrite_cmd(

@@ -108,6 +108,7 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::WaitTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
         StoreError::UnexpectedNotModified(_) => (StatusCode::BAD_GATEWAY, "upstream-error"),
         StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
+        StoreError::ClientBusy { .. } => (StatusCode::TOO_MANY_REQUESTS, "client-busy"),
         StoreError::File { .. }
         | StoreError::Index { .. }
         | StoreError::BadRecord { .. }

@@ -13,6 +13,7 @@ use imgmirror::article::Settings;
 use imgmirror::config::{Config, DEFAULT_CONFIG_PATH, LogConfig, LogFormat};
 
 mod article_commands;
+mod sign_commands;
 mod store_commands;
 
 use article_commands::{audit_main, exit_code, prefetch_cmd, rewrite_main};
@@ -110,6 +111,9 @@ enum Command {
         #[arg(long)]
         with_variants: bool,
     },
+    /// Print a signed URL for an image (security.signing_keys): the form `rewrite` writes,
+    /// with its sig=
+    Sign(sign_commands::SignArgs),
     /// Load an archive written by `export` into the store, verifying every hash
     Import {
         #[command(flatten)]
@@ -259,6 +263,7 @@ fn main() -> anyhow::Result<ExitCode> {
         | Command::Stats { store, .. }
         | Command::Export { store, .. }
         | Command::Import { store, .. } => store,
+        Command::Sign(args) => &args.store,
     })?;
     init_logging(&config.log)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -318,6 +323,7 @@ fn main() -> anyhow::Result<ExitCode> {
             runtime.block_on(ops::export(&config, server, &out, with_variants))
         }
         Command::Import { store: _, file } => ops::import(&config, &file),
+        Command::Sign(args) => sign_commands::sign_main(&config, args),
     }
 }
 

@@ -134,6 +134,15 @@ pub struct Signer {
     settings: transform::Settings,
 }
 
+/// Two signers are the same when they hold the same keys in the same order.
+impl PartialEq for Signer {
+    fn eq(&self, other: &Signer) -> bool {
+        self.keys == other.keys
+    }
+}
+
+impl Eq for Signer {}
+
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Signer({} keys)", self.keys.len())
@@ -164,10 +173,13 @@ impl Signer {
         let Some(path_and_query) = written.strip_prefix(base) else {
             return written;
         };
-        match url_grammar::parse_path_and_query(path_and_query)
-            .ok()
-            .and_then(|address| self.sign(&address).ok())
-        {
+        let address = match url_grammar::parse_path_and_query(path_and_query) {
+            // A bare permalink needs no signature (see [`Signer::check`]).
+            Ok(Address::Permalink { options, .. }) if options.is_empty() => return written,
+            Ok(address) => address,
+            Err(_) => return written,
+        };
+        match self.sign(&address).ok() {
             Some(sig) => url_grammar::with_signature(written, &sig),
             None => written,
         }

@@ -214,6 +214,8 @@ pub struct Target {
     pub permalinks: HashMap<String, String>,
     /// For `--placeholders`: upstream URL or sha256 hex → the image's preview and size.
     pub placeholders: HashMap<String, Placeholder>,
+    /// With `security.signing_keys`: every URL written gets its `sig=`.
+    pub signer: Option<crate::signing::Signer>,
 }
 
 /// What `--undo` writes back.

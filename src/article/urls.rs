@@ -246,7 +246,8 @@ pub(crate) enum Density {
 
 /// The imgmirror URL for `upstream`, unescaped: the pinned `/m/<sha256>.<ext>` form when
 /// `--pin` resolved it, else the explicit `/?url=` form; with `size`, the resize options.
-/// Spelled by [`crate::url_grammar`], which the server parses requests with.
+/// Spelled by [`crate::url_grammar`], which the server parses requests with, and signed
+/// when the target has a signer.
 pub(crate) fn mirror_url(
     target: &Target,
     upstream: &str,
@@ -261,9 +262,13 @@ pub(crate) fn mirror_url(
             options.push(("dpr", "2".to_string()));
         }
     }
-    match target.pins.get(upstream) {
+    let url = match target.pins.get(upstream) {
         Some((sha256, ext)) => url_grammar::permalink_url(&target.base, sha256, ext, &options),
         None => url_grammar::proxy_url(&target.base, upstream, &options),
+    };
+    match &target.signer {
+        Some(signer) => signer.sign_written(url, &target.base),
+        None => url,
     }
 }
 

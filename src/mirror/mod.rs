@@ -8,16 +8,20 @@
 //!   (probe cached, format negotiated, rendered once on the bounded pool, kept).
 //! - [`Mirror::image`]: an [`Address`] (what a URL names) → the image to serve.
 //! - [`Mirror::pin`], [`Mirror::purge`], [`Mirror::forget_failure`]: keeping and dropping.
+//! - `*_admitted`: the same, with the fetches and renders a request starts counted against
+//!   its client's [`Admission`] ([`ClientLimits`]); hits never take a permit.
 //!
 //! It owns the render pool and the probe cache and delegates storage to [`crate::store`]
 //! and pixels to [`crate::transform`]. It knows nothing of HTTP: statuses are
 //! [`crate::error`]'s business.
 
+mod admission;
 mod keys;
 mod lookup;
 mod placeholder;
 mod variant;
 
+pub use admission::{Admission, ClientLimits, client_key};
 pub use keys::{purge_keys, surrogate_keys};
 
 use std::sync::Arc;
@@ -68,7 +72,7 @@ impl MirrorError {
     pub fn is_transient(&self) -> bool {
         match self {
             MirrorError::Store(StoreError::Upstream(e)) => e.is_transient(),
-            MirrorError::Store(StoreError::WaitTimeout(_)) => true,
+            MirrorError::Store(StoreError::WaitTimeout(_) | StoreError::ClientBusy { .. }) => true,
             MirrorError::Pool(PoolError::Overloaded) => true,
             _ => false,
         }
@@ -171,9 +175,21 @@ impl Mirror {
         address: &Address,
         accept: Option<&str>,
     ) -> Result<Image, MirrorError> {
+        self.image_admitted(address, accept, &Admission::unlimited())
+            .await
+    }
+
+    /// [`Mirror::image`] for a client: a first fetch or a render it starts is counted
+    /// against `admission` (and refused, `StoreError::ClientBusy`, past its limit).
+    pub async fn image_admitted(
+        &self,
+        address: &Address,
+        accept: Option<&str>,
+        admission: &Admission,
+    ) -> Result<Image, MirrorError> {
         let spec = self.spec(address.options())?;
         let original = match address {
-            Address::Proxy { upstream, .. } => self.original(upstream).await?,
+            Address::Proxy { upstream, .. } => self.original_admitted(upstream, admission).await?,
             Address::Permalink { hash, .. } => self.original_by_hash(hash).await?,
         };
         let pinned_by = original
@@ -189,7 +205,10 @@ impl Mirror {
                 vary_accept: false,
                 pinned_by: Vec::new(),
             },
-            Some(spec) => self.variant(&original.blob, &spec, accept).await?,
+            Some(spec) => {
+                self.variant_admitted(&original.blob, &spec, accept, admission)
+                    .await?
+            }
         };
         image.pinned_by = pinned_by;
         Ok(image)
@@ -198,6 +217,15 @@ impl Mirror {
     /// The mirrored original for an upstream URL, fetching it on first use.
     pub async fn original(&self, url: &Url) -> Result<Served, MirrorError> {
         Ok(self.store.get_by_url(url).await?)
+    }
+
+    /// [`Mirror::original`], with a first fetch counted against `admission`.
+    pub async fn original_admitted(
+        &self,
+        url: &Url,
+        admission: &Admission,
+    ) -> Result<Served, MirrorError> {
+        Ok(self.store.get_by_url_admitted(url, admission).await?)
     }
 
     /// A mirrored original by its content hash.

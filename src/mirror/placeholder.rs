@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{Image, Mirror, MirrorError};
 use crate::hash::ContentHash;
-use crate::store::{Blob, ObjectMeta, Source};
+use crate::store::{Admission, Blob, ObjectMeta, Source};
 use crate::transform::{self, Thumbnail, TransformError};
 
 /// The longest side of the thumbnail a ThumbHash is computed from (its documented maximum).
@@ -40,7 +40,19 @@ impl Mirror {
     /// The preview PNG of the original `hash` as an image to serve
     /// (`GET /m/<sha256>?placeholder`), named by its own content hash.
     pub async fn placeholder_image(&self, hash: &ContentHash) -> Result<Image, MirrorError> {
+        self.placeholder_image_admitted(hash, &Admission::unlimited())
+            .await
+    }
+
+    /// [`Mirror::placeholder_image`], whose render (it is not kept) counts against
+    /// `admission`.
+    pub async fn placeholder_image_admitted(
+        &self,
+        hash: &ContentHash,
+        admission: &Admission,
+    ) -> Result<Image, MirrorError> {
         let original = self.original_by_hash(hash).await?;
+        let _admitted = admission.try_admit()?;
         let placeholder = self.placeholder(&original.blob).await?;
         let probe = transform::probe(&placeholder.png)?;
         let meta = ObjectMeta {

@@ -7,13 +7,14 @@
 //! renders it at most once however many requests ask at the same time, on the bounded
 //! render pool, and keeps it like an original.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::{Image, Mirror, MirrorError};
 use crate::hash::ContentHash;
-use crate::store::{Blob, ObjectMeta, unix_now};
+use crate::store::{Admission, Blob, ObjectMeta, StoreError, unix_now};
 use crate::transform::{self, Negotiated, PoolError, Probe, Spec, TransformError};
 
 impl Mirror {
@@ -23,6 +24,20 @@ impl Mirror {
         original: &Blob,
         spec: &Spec,
         accept: Option<&str>,
+    ) -> Result<Image, MirrorError> {
+        self.variant_admitted(original, spec, accept, &Admission::unlimited())
+            .await
+    }
+
+    /// [`Mirror::variant`], with a render counted against `admission`. Only the request
+    /// that leads a render takes a permit (waiting on someone else's render is free); one
+    /// that shared a refusal meant for another client's limit tries once more on its own.
+    pub async fn variant_admitted(
+        &self,
+        original: &Blob,
+        spec: &Spec,
+        accept: Option<&str>,
+        admission: &Admission,
     ) -> Result<Image, MirrorError> {
         let sha = &original.meta.sha256;
         if self.expensive.contains_key(sha) {
@@ -40,7 +55,11 @@ impl Mirror {
             canonical.as_bytes(),
             format.as_str().as_bytes(),
         ]);
+        let refused_here = AtomicBool::new(false);
         let render = || async {
+            let _admitted = admission
+                .try_admit()
+                .inspect_err(|_| refused_here.store(true, Ordering::Relaxed))?;
             let (src, spec, settings) = (original.bytes.clone(), spec.clone(), settings.clone());
             let (metrics, started) = (self.metrics(), Instant::now());
             // Counted as queued until a worker picks the job up (or it is refused).
@@ -66,7 +85,13 @@ impl Mirror {
             };
             Ok::<_, MirrorError>(Blob::new(Bytes::from(rendered.bytes), meta))
         };
-        let (blob, source) = match self.store.get_variant(&name, sha, render).await {
+        let mut found = self.store.get_variant(&name, sha, &render).await;
+        if matches!(&found, Err(e) if matches!(**e, MirrorError::Store(StoreError::ClientBusy { .. })))
+            && !refused_here.load(Ordering::Relaxed)
+        {
+            found = self.store.get_variant(&name, sha, &render).await;
+        }
+        let (blob, source) = match found {
             Ok(found) => found,
             Err(e) => {
                 if matches!(

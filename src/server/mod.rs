@@ -14,6 +14,7 @@
 
 mod access;
 mod admin;
+mod client;
 mod conn;
 mod range;
 pub mod response;
@@ -21,7 +22,7 @@ pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,8 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::error::{Chain, Error};
 use crate::metrics;
-use crate::mirror::{Mirror, MirrorError, Purge};
+use crate::mirror::{ClientLimits, Mirror, MirrorError, Purge};
+use crate::signing::Signer;
 use crate::store::Source;
 use crate::url_grammar::Address;
 use response::{Body, ImageHeaders};
@@ -63,13 +65,23 @@ pub struct State {
     pub config: Config,
     pub mirror: Arc<Mirror>,
     request_ids: access::RequestIds,
+    /// Each client's share of fetches and renders (`server.per_client_expensive`).
+    limits: ClientLimits,
+    /// `Some` when `security.signing_keys` is set: image URLs must be signed.
+    signer: Option<Signer>,
 }
 
 impl State {
     /// Opens the mirror in `config.cache.dir` (see [`Mirror::open`]).
     pub fn new(config: Config) -> Result<Arc<State>, MirrorError> {
         let mirror = Arc::new(Mirror::open(&config)?);
+        let signer = Signer::new(&config.security.signing_keys, &config.transform);
+        if let Some(signer) = &signer {
+            tracing::info!(?signer, "signed URLs required");
+        }
         Ok(Arc::new(State {
+            limits: ClientLimits::new(config.server.per_client_expensive),
+            signer,
             config,
             mirror,
             request_ids: access::RequestIds::default(),
@@ -242,7 +254,12 @@ async fn handle(
         upstream: None,
     };
     let (parts, body) = request.into_parts();
-    let result = dispatch(&state, &parts, body, which, &mut outcome)
+    let client = client::client_ip(
+        peer.ip(),
+        &parts.headers,
+        &state.config.server.trusted_proxies,
+    );
+    let result = dispatch(&state, &parts, body, which, client, &mut outcome)
         .instrument(span.clone())
         .await;
     let metrics = state.mirror.metrics();
@@ -286,6 +303,7 @@ async fn handle(
         parent: None,
         id = %id,
         %peer,
+        %client,
         method = %method,
         route = outcome.route,
         upstream = outcome.upstream.as_deref().unwrap_or("-"),
@@ -303,6 +321,7 @@ async fn dispatch(
     request: &http::request::Parts,
     body: Incoming,
     which: Listener,
+    client: IpAddr,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
     let uri = &request.uri;
@@ -329,7 +348,7 @@ async fn dispatch(
     match route {
         // The only route with a request body.
         Route::Prefetch => admin::prefetch(state, request, body).await,
-        route => answer(state, request, route, outcome).await,
+        route => answer(state, request, route, client, outcome).await,
     }
 }
 
@@ -338,6 +357,7 @@ async fn answer(
     state: &Arc<State>,
     request: &http::request::Parts,
     route: Route,
+    client: IpAddr,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
     match route {
@@ -368,27 +388,38 @@ async fn answer(
         }
         Route::Stats => admin::stats(state, &request.headers).await,
         Route::Export { variants } => admin::export(state, &request.headers, variants),
-        Route::Image(address) => image(state, request, &address, outcome).await,
+        Route::Image(address) => image(state, request, &address, client, outcome).await,
     }
 }
 
+/// An image. With signing on, the signature is checked before anything else; the fetch
+/// or render a miss starts counts against the client's share (a hit takes none). HEAD and
+/// conditional requests take the same path: a cold URL is fetched (the fetch is the
+/// product) and counted like a GET.
 async fn image(
     state: &Arc<State>,
     request: &http::request::Parts,
     address: &Address,
+    client: IpAddr,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, Error> {
     let config = &state.config.response;
     if let Address::Proxy { upstream, .. } = address {
         outcome.upstream = Some(access::redacted(upstream));
     }
+    if let Some(signer) = &state.signer {
+        let query = request.uri.query().unwrap_or("");
+        signer.check(address, query, &state.config.upstream.allow_hosts)?;
+    }
     let accept = request
         .headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
+    let admission = state.limits.admission(client).await;
+    let mirror = &state.mirror;
     let image = match address.placeholder_of() {
-        Some(hash) => state.mirror.placeholder_image(hash).await?,
-        None => state.mirror.image(address, accept).await?,
+        Some(hash) => mirror.placeholder_image_admitted(hash, &admission).await?,
+        None => mirror.image_admitted(address, accept, &admission).await?,
     };
     outcome.source = Some(image.source);
     let (cache_control, canonical, host) = match address {

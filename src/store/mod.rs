@@ -15,6 +15,7 @@
 //! Ordering invariant: an object's file is committed before the index names it.
 //! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
 
+pub mod admission;
 pub mod archive;
 mod budget;
 pub mod disk;
@@ -42,6 +43,7 @@ use crate::config::Config;
 pub use crate::hash::ContentHash;
 use crate::metrics::Metrics;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
+pub use admission::{Admission, Admitted};
 pub use budget::{Budget, UsageReport};
 pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry, VariantMeta};
@@ -143,6 +145,9 @@ pub enum StoreError {
     /// Originals alone fill `cache.max_disk_bytes` and `cache.refuse_when_full` is set.
     #[error("the mirror's disk budget is full; not mirroring {0}")]
     Full(String),
+    /// The client already has `server.per_client_expensive` fetches and renders running.
+    #[error("this client already has {limit} fetches or renders in flight; retry later")]
+    ClientBusy { limit: usize },
     /// Internal signal: the index names an object whose file is gone.
     #[error("object {0} is missing")]
     Missing(String),
@@ -235,28 +240,7 @@ impl Store {
 
     /// The mirrored original for an upstream URL, fetching it on first use.
     pub async fn get_by_url(self: &Arc<Self>, url: &Url) -> Result<Served, StoreError> {
-        let fetched_here = AtomicBool::new(false);
-        let entry = self.entry(url, &fetched_here).await?;
-        let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
-            url: url.to_string(),
-            sha256: entry.sha256.clone(),
-        })?;
-        match self.object(&hash).await {
-            Ok((blob, source)) => {
-                let fetched = fetched_here.load(Ordering::Relaxed);
-                if !fetched {
-                    self.maybe_revalidate(url, &entry);
-                }
-                let source = if fetched { Source::Upstream } else { source };
-                Ok(Served {
-                    blob,
-                    source,
-                    entry: Some(entry),
-                })
-            }
-            Err(StoreError::Missing(_)) => self.refetch_missing(url, &entry).await,
-            Err(e) => Err(e),
-        }
+        self.get_by_url_admitted(url, &Admission::unlimited()).await
     }
 
     /// The index names an object whose file is gone (evicted, deleted, or damaged and
@@ -314,12 +298,14 @@ impl Store {
         Ok(removed)
     }
 
-    /// The index entry for `url`: from memory, the index, or a first fetch, coalescing
-    /// concurrent first fetches into one.
-    async fn entry(
+    /// One try of [`Store::entry`] (see there): the index entry for `url`, from memory,
+    /// the index, or a first fetch; concurrent first fetches coalesce into one.
+    async fn entry_once(
         &self,
         url: &Url,
         fetched_here: &AtomicBool,
+        admission: &Admission,
+        refused_here: &AtomicBool,
     ) -> Result<Arc<UrlEntry>, StoreError> {
         let key = url.to_string();
         let load = async {
@@ -334,6 +320,9 @@ impl Store {
             if let Some(failure) = self.negative.get(&key).await {
                 return Err(failure);
             }
+            let _admitted = admission
+                .try_admit()
+                .inspect_err(|_| refused_here.store(true, Ordering::Relaxed))?;
             fetched_here.store(true, Ordering::Relaxed);
             match self.mirror(url).await {
                 Ok(entry) => Ok(Arc::new(entry)),

@@ -175,3 +175,34 @@ fn client_and_source_limit_keys() {
         assert!(err.to_string().contains(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn security_keys_and_trusted_proxies_from_the_environment() {
+    let config = load_str(
+        "",
+        &[
+            (
+                "IMGMIRROR_SECURITY_SIGNING_KEYS",
+                "new-key-0123456789abcdef,old-key-0123456789abcdef",
+            ),
+            ("IMGMIRROR_SERVER_TRUSTED_PROXIES", r#"["10.0.0.0/8"]"#),
+            ("IMGMIRROR_SERVER_PER_CLIENT_EXPENSIVE", "3"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.security.signing_keys.len(), 2);
+    assert_eq!(
+        config.server.trusted_proxies,
+        vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(config.server.per_client_expensive, 3);
+    assert!(
+        !format!("{config:?}").contains("old-key"),
+        "keys never show"
+    );
+    let short = load_str("[security]\nsigning_keys = [\"short\"]\n", &[]).unwrap_err();
+    assert!(
+        short.to_string().contains("security.signing_keys"),
+        "{short}"
+    );
+}

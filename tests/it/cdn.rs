@@ -591,6 +591,8 @@ async fn a_busy_render_pool_shows_its_queue_and_sheds() {
     let mut config = config_for(dir.path(), Some(&origin));
     config.transform.workers = 1;
     config.transform.queue = 3;
+    // About the pool's own shedding (503), not the per-client limit (429).
+    config.server.per_client_expensive = 0;
     let server = Server::start(config).await;
     let upstream = origin.url("/img/photo-4000.jpg");
     assert_eq!(

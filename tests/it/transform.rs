@@ -239,6 +239,8 @@ async fn a_full_render_pool_sheds_load_with_503_and_retry_after() {
     let mut config = config_for(dir.path(), Some(&origin));
     config.transform.workers = 1;
     config.transform.queue = 1;
+    // About the pool's own shedding (503), not the per-client limit (429).
+    config.server.per_client_expensive = 0;
     let server = Server::start(config).await;
     let upstream = origin.url("/img/photo-4000.jpg");
     assert_eq!(get_status(server.proxy(&upstream)).await, 200);

@@ -339,9 +339,8 @@ impl Store {
                 Ok(entry) => Ok(Arc::new(entry)),
                 Err(e) => {
                     // Only what the upstream said is remembered; our own overload (no
-                    // fetch slot in time) must not outlive it.
-                    if matches!(&e, StoreError::Upstream(u) if !matches!(u, crate::upstream::UpstreamError::Overloaded))
-                    {
+                    // fetch slot in time, over a host's rate) must not outlive it.
+                    if matches!(&e, StoreError::Upstream(u) if !u.is_own_overload()) {
                         self.negative.insert(key.clone(), e.clone()).await;
                     }
                     Err(e)

@@ -270,3 +270,23 @@ fn in_memory_byte_budgets_have_keys_defaults_and_env() {
         assert!(err.to_string().contains(&format!("cache.{key}")), "{err}");
     }
 }
+
+#[test]
+fn shipped_seed_host_example_parses_when_uncommented() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/imgmirror.toml"
+    ))
+    .unwrap();
+    let example: String = text
+        .lines()
+        .skip_while(|l| *l != "# [[upstream.host]]")
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let config = load_str(&example, &[]).unwrap();
+    let seed = &config.upstream.host[0];
+    assert_eq!(seed.pattern, "*.1sapp.com");
+    assert_eq!(seed.referer, "");
+    assert!(seed.rate_per_sec.is_some() && seed.max_in_flight.is_some());
+}

@@ -337,6 +337,11 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
+        // Without a Content-Length the buffer grew by doubling; the bytes are kept in
+        // memory (weighed by length), so hand over a tight copy when much is spare.
+        if body.capacity() - body.len() > body.len() / 8 {
+            return Ok(Bytes::copy_from_slice(&body));
+        }
         Ok(body.freeze())
     }
 

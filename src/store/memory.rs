@@ -147,4 +147,29 @@ mod tests {
         assert!(map.entry_count() < 130, "{}", map.entry_count());
         assert!(map.entry_count() > 60, "{}", map.entry_count());
     }
+
+    #[tokio::test]
+    async fn the_negative_cache_holds_its_byte_budget_and_can_be_off() {
+        let budget = 256 * 1024;
+        let failures = negative(budget, 30);
+        for i in 0..1000 {
+            let url = format!("http://a.test/{i}/{}", "z".repeat(2000));
+            let failure = StoreError::Upstream(UpstreamError::Status {
+                status: 500,
+                url: url.clone(),
+            });
+            failures.insert(url, failure).await;
+        }
+        failures.run_pending_tasks().await;
+        assert!(
+            failures.weighted_size() <= budget,
+            "{}",
+            failures.weighted_size()
+        );
+        assert!(failures.entry_count() < 100, "{}", failures.entry_count());
+        let off = negative(budget, 0);
+        off.insert("u".into(), StoreError::Closed).await;
+        off.run_pending_tasks().await;
+        assert_eq!(off.entry_count(), 0);
+    }
 }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+#[path = "config_upstream.rs"]
+mod upstream;
+pub use upstream::UpstreamHost;
+
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/imgmirror.toml";
 
@@ -120,6 +124,15 @@ pub struct CacheConfig {
     pub refuse_when_full: bool,
     /// Bytes of the index's (redb's) page cache. Default 64 MiB.
     pub index_cache_bytes: u64,
+    /// Bytes of the in-memory URL map (URL → index entry, weighed as key + record heap
+    /// sizes + per-entry overhead). Default 32 MiB.
+    pub url_map_bytes: u64,
+    /// Bytes of the negative cache (URL → remembered failure). Default 8 MiB.
+    pub negative_bytes: u64,
+    /// Bytes of the probe cache (original → header facts). Default 4 MiB.
+    pub probe_cache_bytes: u64,
+    /// Bytes of the list of originals refused as too expensive to render. Default 1 MiB.
+    pub expensive_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -134,6 +147,10 @@ impl Default for CacheConfig {
             evict_originals: false,
             refuse_when_full: false,
             index_cache_bytes: 64 * 1024 * 1024,
+            url_map_bytes: 32 * 1024 * 1024,
+            negative_bytes: 8 * 1024 * 1024,
+            probe_cache_bytes: 4 * 1024 * 1024,
+            expensive_bytes: 1024 * 1024,
         }
     }
 }
@@ -172,6 +189,9 @@ pub struct UpstreamConfig {
     pub allow_hosts: Vec<String>,
     /// Hosts never fetched (same patterns), checked before `allow_hosts`. Default [].
     pub deny_hosts: Vec<String>,
+    /// Per-host policy, `[[upstream.host]]` in the file (file only: no env override):
+    /// the first entry whose pattern matches a hop's host applies. Default [] (none).
+    pub host: Vec<UpstreamHost>,
 }
 
 impl UpstreamConfig {
@@ -199,6 +219,7 @@ impl Default for UpstreamConfig {
             max_in_flight_per_host: 0,
             allow_hosts: Vec::new(),
             deny_hosts: Vec::new(),
+            host: Vec::new(),
         }
     }
 }
@@ -434,11 +455,7 @@ impl Config {
             ("upstream.allow_hosts", &self.upstream.allow_hosts),
             ("upstream.deny_hosts", &self.upstream.deny_hosts),
         ] {
-            let bad = |p: &String| {
-                let name = p.strip_prefix("*.").unwrap_or(p);
-                name.is_empty() || name.contains(['*', '/', ':', ' ']) || name.starts_with('.')
-            };
-            if let Some(p) = patterns.iter().find(|p| bad(p)) {
+            if let Some(p) = patterns.iter().find(|p| !upstream::is_host_pattern(p)) {
                 return invalid(key, &format!("pattern {p:?} is not a host name or *.name"));
             }
         }
@@ -447,6 +464,17 @@ impl Config {
         }
         if self.cache.memory_bytes > u64::from(u32::MAX) * 1024 {
             return invalid("cache.memory_bytes", "must be at most 4 TiB");
+        }
+        // In-memory budgets: room for a few entries of the longest URL; moka weighs in u32.
+        for (key, bytes) in [
+            ("cache.url_map_bytes", self.cache.url_map_bytes),
+            ("cache.negative_bytes", self.cache.negative_bytes),
+            ("cache.probe_cache_bytes", self.cache.probe_cache_bytes),
+            ("cache.expensive_bytes", self.cache.expensive_bytes),
+        ] {
+            if !(64 * 1024..=u64::from(u32::MAX) * 1024).contains(&bytes) {
+                return invalid(key, "must be between 65536 and 4 TiB");
+            }
         }
         if self.cache.index_cache_bytes < 1024 * 1024 {
             return invalid("cache.index_cache_bytes", "must be at least 1 MiB");
@@ -457,7 +485,8 @@ impl Config {
                 "needs cache.max_disk_bytes (0 means no limit, so the store is never full)",
             );
         }
-        validate_resolve(&self.upstream.resolve)?;
+        upstream::validate_resolve(&self.upstream.resolve)?;
+        upstream::validate_hosts(&self.upstream)?;
         self.response.validate()?;
         if !self.metrics.listen.trim().is_empty() && self.metrics.listen_addr().is_none() {
             return invalid("metrics.listen", "must be an ip:port address, or empty");
@@ -515,36 +544,6 @@ fn validate_article(article: &ArticleConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `upstream.resolve`: keys are `host:port`, and one host maps to one address.
-fn validate_resolve(resolve: &BTreeMap<String, SocketAddr>) -> Result<(), ConfigError> {
-    let invalid = |message: String| {
-        Err(ConfigError::Invalid {
-            key: "upstream.resolve",
-            message,
-        })
-    };
-    let mut hosts: BTreeMap<&str, std::net::IpAddr> = BTreeMap::new();
-    for (key, addr) in resolve {
-        let Some((host, port)) = key.rsplit_once(':') else {
-            return invalid(format!("key {key:?} is not host:port"));
-        };
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return invalid(format!("key {key:?} is not host:port"));
-        }
-        // One connection pool entry per host name: a host may be mapped on several
-        // ports, but all to the same address.
-        if let Some(prev) = hosts.insert(host, addr.ip())
-            && prev != addr.ip()
-        {
-            return invalid(format!(
-                "host {host} is mapped to two addresses ({prev} and {})",
-                addr.ip()
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Applies `IMGMIRROR_<SECTION>_<KEY>=value` on top of the file. The value is read as a
 /// TOML value when it parses as one (numbers, booleans, arrays, inline tables) and as a
 /// plain string otherwise, so `IMGMIRROR_UPSTREAM_ALLOW_CIDRS='["10.0.0.0/8"]'` works.
@@ -575,6 +574,13 @@ fn apply_env(
         if !SECTIONS.contains(&section) {
             // IMGMIRROR_LOG (the log filter, no key after the section) is not a config key.
             continue;
+        }
+        if (section, key) == ("upstream", "host") {
+            let message = "[[upstream.host]] entries are set in the config file only";
+            return Err(ConfigError::Env {
+                var,
+                message: message.into(),
+            });
         }
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()

@@ -206,3 +206,118 @@ fn security_keys_and_trusted_proxies_from_the_environment() {
         "{short}"
     );
 }
+
+#[test]
+fn upstream_host_entries_are_parsed_and_checked_by_name() {
+    let config = load_str(
+        r#"
+        [[upstream.host]]
+        pattern = "*.1sapp.com"
+        referer = "https://www.1sapp.com/"
+        user_agent = ""
+        headers = { "X-Requested-With" = "imgmirror" }
+        max_in_flight = 2
+        rate_per_sec = 5.0
+        [[upstream.host]]
+        pattern = "images.example"
+        "#,
+        &[],
+    )
+    .unwrap();
+    let first = &config.upstream.host[0];
+    assert_eq!(first.referer, "https://www.1sapp.com/");
+    assert_eq!(first.user_agent.as_deref(), Some(""));
+    assert_eq!(first.headers["X-Requested-With"], "imgmirror");
+    assert_eq!(
+        (first.max_in_flight, first.rate_per_sec),
+        (Some(2), Some(5.0))
+    );
+    let second = &config.upstream.host[1];
+    assert_eq!((second.referer.as_str(), &second.user_agent), ("", &None));
+    for (entry, needle) in [
+        (r#"pattern = "a.*.com""#, "pattern"),
+        (
+            r#"pattern = "x.test", referer = "none""#,
+            "referer \"none\"",
+        ),
+        (
+            r#"pattern = "x.test", headers = { "Bad Name" = "1" }"#,
+            "headers key \"Bad Name\"",
+        ),
+        (
+            r#"pattern = "x.test", headers = { "X-Ok" = "line\nbreak" }"#,
+            "headers.X-Ok",
+        ),
+        (
+            r#"pattern = "x.test", headers = { "Referer" = "https://a/" }"#,
+            "set by imgmirror",
+        ),
+        (r#"pattern = "x.test", max_in_flight = 0"#, "max_in_flight"),
+        (r#"pattern = "x.test", rate_per_sec = 0.0"#, "rate_per_sec"),
+        (r#"pattern = "x.test", refrer = "x""#, "refrer"),
+    ] {
+        let text = format!("[[upstream.host]]\n{}\n", entry.replace(", ", "\n"));
+        let err = load_str(&text, &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(needle), "{entry}: {text}");
+        if !needle.contains("refrer") {
+            assert!(
+                text.contains("upstream.host") && text.contains("entry 1"),
+                "{text}"
+            );
+        }
+    }
+    let err = load_str(
+        "",
+        &[("IMGMIRROR_UPSTREAM_HOST", r#"[{pattern = "a.test"}]"#)],
+    );
+    assert!(
+        err.unwrap_err().to_string().contains("config file only"),
+        "arrays of tables are file-only"
+    );
+}
+
+#[test]
+fn in_memory_byte_budgets_have_keys_defaults_and_env() {
+    let defaults = Config::default().cache;
+    assert_eq!(defaults.url_map_bytes, 32 << 20);
+    assert_eq!(defaults.negative_bytes, 8 << 20);
+    assert_eq!(defaults.probe_cache_bytes, 4 << 20);
+    assert_eq!(defaults.expensive_bytes, 1 << 20);
+    let config = load_str(
+        "[cache]\nurl_map_bytes = 1048576\n",
+        &[("IMGMIRROR_CACHE_NEGATIVE_BYTES", "65536")],
+    )
+    .unwrap();
+    assert_eq!(config.cache.url_map_bytes, 1 << 20);
+    assert_eq!(config.cache.negative_bytes, 65536);
+    for key in [
+        "url_map_bytes",
+        "negative_bytes",
+        "probe_cache_bytes",
+        "expensive_bytes",
+    ] {
+        let err = load_str(&format!("[cache]\n{key} = 100\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains(&format!("cache.{key}")), "{err}");
+    }
+}
+
+#[test]
+fn shipped_seed_host_example_parses_when_uncommented() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/imgmirror.toml"
+    ))
+    .unwrap();
+    let example: String = text
+        .lines()
+        .skip_while(|l| *l != "# [[upstream.host]]")
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let config = load_str(&example, &[]).unwrap();
+    let seed = &config.upstream.host[0];
+    assert_eq!(seed.pattern, "*.1sapp.com");
+    assert_eq!(seed.referer, "");
+    assert!(seed.rate_per_sec.is_some() && seed.max_in_flight.is_some());
+}

@@ -131,7 +131,9 @@ fn upstream_status(e: &UpstreamError) -> (StatusCode, &'static str) {
         UpstreamError::NotAnImage { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-an-image"),
         UpstreamError::Corrupt { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "corrupt-image"),
         UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
-        UpstreamError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        UpstreamError::Overloaded | UpstreamError::RateLimited { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        }
         UpstreamError::Status { .. }
         | UpstreamError::Transport { .. }
         | UpstreamError::TooManyRedirects { .. } => (StatusCode::BAD_GATEWAY, "upstream-error"),

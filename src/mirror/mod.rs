@@ -33,6 +33,7 @@ use crate::hash::ContentHash;
 use crate::metrics::Metrics;
 use crate::store::archive::ArchiveReport;
 use crate::store::inventory::Inventory;
+use crate::store::memory::entry_weight;
 use crate::store::{
     Blob, PurgeReport, Served, Source, Stats, Store, StoreError, UrlEntry, UsageReport,
 };
@@ -138,9 +139,16 @@ impl Mirror {
             store,
             transform: config.transform.clone(),
             pool,
-            probes: moka::future::Cache::new(10_000),
+            // Both keyed by sha256, bounded by bytes like every cache (see store::memory).
+            probes: moka::future::Cache::builder()
+                .max_capacity(config.cache.probe_cache_bytes)
+                .weigher(|key: &String, _: &transform::Probe| {
+                    entry_weight(key.capacity() + std::mem::size_of::<transform::Probe>())
+                })
+                .build(),
             expensive: moka::future::Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(config.cache.expensive_bytes)
+                .weigher(|key: &String, _: &()| entry_weight(key.capacity()))
                 .time_to_live(EXPENSIVE_FOR)
                 .build(),
         })

@@ -110,9 +110,9 @@ fn is_secret_name(name: &str) -> bool {
 pub fn overload(error: &Error) -> Option<Overload> {
     match error {
         Error::Mirror(MirrorError::Pool(PoolError::Overloaded)) => Some(Overload::RenderQueue),
-        Error::Mirror(MirrorError::Store(StoreError::Upstream(UpstreamError::Overloaded))) => {
-            Some(Overload::UpstreamSlots)
-        }
+        Error::Mirror(MirrorError::Store(StoreError::Upstream(
+            UpstreamError::Overloaded | UpstreamError::RateLimited { .. },
+        ))) => Some(Overload::UpstreamSlots),
         _ => None,
     }
 }

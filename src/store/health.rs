@@ -72,7 +72,7 @@ fn fetch_outcome(e: &UpstreamError) -> FetchOutcome {
         UpstreamError::NotFound { .. } => FetchOutcome::NotFound,
         UpstreamError::Timeout { .. } => FetchOutcome::Timeout,
         UpstreamError::Forbidden(_) => FetchOutcome::Forbidden,
-        UpstreamError::Overloaded => FetchOutcome::Overloaded,
+        UpstreamError::Overloaded | UpstreamError::RateLimited { .. } => FetchOutcome::Overloaded,
         UpstreamError::TooLarge { .. }
         | UpstreamError::NotAnImage { .. }
         | UpstreamError::Corrupt { .. } => FetchOutcome::Rejected,

@@ -23,6 +23,7 @@ mod health;
 pub mod index;
 pub mod inventory;
 mod lookup;
+pub mod memory;
 mod pin;
 mod purge;
 mod revalidate;
@@ -165,7 +166,8 @@ pub struct Store {
     disk: Arc<Disk>,
     index: Arc<Index>,
     fetcher: Fetcher,
-    /// Hot objects and variants, weighted by their size.
+    /// Hot objects and variants, weighted by their size ([`memory`]: every cache here is
+    /// bounded by a byte budget the config names).
     memory: Cache<String, Blob>,
     /// URL → index entry; also the single-flight point for first fetches.
     urls: Cache<String, Arc<UrlEntry>>,
@@ -198,26 +200,15 @@ impl Store {
         let usage = budget::Usage::measure(&index)?;
         let fetcher =
             Fetcher::new(&config.upstream).map_err(|e| StoreError::Client(Arc::new(e)))?;
-        let memory = Cache::builder()
-            .max_capacity(config.cache.memory_bytes)
-            .weigher(|_key: &String, blob: &Blob| -> u32 {
-                u32::try_from(blob.bytes.len() + 256).unwrap_or(u32::MAX)
-            })
-            .build();
-        let negative = Cache::builder()
-            .max_capacity(if config.cache.negative_ttl_secs == 0 {
-                0
-            } else {
-                100_000
-            })
-            .time_to_live(Duration::from_secs(config.cache.negative_ttl_secs.max(1)))
-            .build();
+        let cache = &config.cache;
+        let memory = memory::blobs(cache.memory_bytes);
+        let negative = memory::negative(cache.negative_bytes, cache.negative_ttl_secs);
         let store = Store {
             disk: Arc::new(disk),
             index: Arc::new(index),
             fetcher,
             memory,
-            urls: Cache::new(100_000),
+            urls: memory::url_map(cache.url_map_bytes),
             negative,
             revalidating: Mutex::new(HashSet::new()),
             blocking_slots: tokio::sync::Semaphore::new(BLOCKING_SLOTS),
@@ -328,9 +319,8 @@ impl Store {
                 Ok(entry) => Ok(Arc::new(entry)),
                 Err(e) => {
                     // Only what the upstream said is remembered; our own overload (no
-                    // fetch slot in time) must not outlive it.
-                    if matches!(&e, StoreError::Upstream(u) if !matches!(u, crate::upstream::UpstreamError::Overloaded))
-                    {
+                    // fetch slot in time, over a host's rate) must not outlive it.
+                    if matches!(&e, StoreError::Upstream(u) if !u.is_own_overload()) {
                         self.negative.insert(key.clone(), e.clone()).await;
                     }
                     Err(e)

@@ -58,8 +58,11 @@ impl Store {
                 if let Some(blob) = on_disk {
                     return Ok(blob);
                 }
-                let rendered = render().await?;
+                let mut rendered = render().await?;
                 self.stats.renders.fetch_add(1, Ordering::Relaxed);
+                // An encoder's buffer may have grown past its length; the memory layer
+                // keeps an exact copy, so what it holds is what it weighs.
+                rendered.bytes = Bytes::copy_from_slice(&rendered.bytes);
                 let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *name);
                 let bytes = rendered.bytes.clone();
                 let record = VariantMeta {

@@ -1,20 +1,19 @@
 //! Checking that an upstream still answers, without downloading the image: the link-rot
 //! audit's question. [`Fetcher::check`] sends a `HEAD` (a `GET` whose body is never read
 //! when the server refuses `HEAD`), conditional on the validators the mirror stored, through
-//! the same guard, redirect checks, timeouts and in-flight bound as a fetch.
+//! the same guard, redirect checks, per-host policy, timeouts and in-flight bounds as a
+//! fetch.
 //!
 //! An extra `impl Fetcher` block, apart from the fetch path in `upstream/mod.rs`.
 
 use std::time::Duration;
 
-use reqwest::header::{
-    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::{Fetcher, UpstreamError, Validators, redirect_target, validators};
+use super::{Fetcher, UpstreamError, Validators, hosts, redirect_target, validators};
 
 /// What an upstream said to a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,17 +40,22 @@ impl Fetcher {
     ) -> Result<Checked, UpstreamError> {
         let secs = self.config.timeout_secs;
         let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut pass = Some(self.hosts.enter(&hosts::host_key(url), deadline).await?);
         let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
             .await
             .map_err(|_| UpstreamError::Overloaded)?
             .map_err(|_| UpstreamError::Overloaded)?;
         let checked = tokio::time::timeout_at(deadline, async {
-            match self.check_hops(url, conditional, Method::HEAD).await {
+            let head = self.check_hops(url, conditional, Method::HEAD, deadline, &mut pass);
+            match head.await {
                 // Some servers refuse HEAD; a GET whose body is dropped unread costs them
                 // the headers only (the connection is closed, not drained).
                 Err(UpstreamError::Status {
                     status: 405 | 501, ..
-                }) => self.check_hops(url, conditional, Method::GET).await,
+                }) => {
+                    let get = self.check_hops(url, conditional, Method::GET, deadline, &mut pass);
+                    get.await
+                }
                 other => other,
             }
         });
@@ -66,25 +70,14 @@ impl Fetcher {
         url: &Url,
         conditional: Option<&Validators>,
         method: Method,
+        deadline: Instant,
+        pass: &mut Option<hosts::Pass>,
     ) -> Result<Checked, UpstreamError> {
         let mut current = url.clone();
         for _ in 0..=self.config.max_redirects {
-            let hop = self.policy.check_url(&current)?;
-            let mut request = self
-                .client
-                .request(method.clone(), hop.connect_url.clone())
-                .header(ACCEPT, "image/*,*/*;q=0.8");
-            if let Some(host) = &hop.host_header {
-                request = request.header(HOST, host);
-            }
-            if let Some(v) = conditional {
-                if let Some(etag) = &v.etag {
-                    request = request.header(IF_NONE_MATCH, etag);
-                }
-                if let Some(lm) = &v.last_modified {
-                    request = request.header(IF_MODIFIED_SINCE, lm);
-                }
-            }
+            let request = self
+                .hop_request(method.clone(), &current, conditional, deadline, pass)
+                .await?;
             let response = request
                 .send()
                 .await

@@ -9,20 +9,22 @@
 //!
 //! Fetch slots are shared fairly: a fetch takes its host's slot
 //! (`upstream.max_in_flight_per_host`) before a global one (`upstream.max_in_flight`),
-//! so one slow or tarpit host cannot hold every slot.
+//! so one slow or tarpit host cannot hold every slot. Per-host policy (`[[upstream.host]]`:
+//! User-Agent, Referer, extra headers, slot count, request rate) is [`hosts`]'s, applied
+//! on every hop by that hop's host.
 
 mod check;
 pub mod guard;
+mod hosts;
 pub mod verify;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    CACHE_CONTROL, CONTENT_TYPE, ETAG, HOST, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     LAST_MODIFIED, LOCATION,
 };
 use serde::{Deserialize, Serialize};
@@ -89,6 +91,9 @@ pub enum UpstreamError {
     Transport { url: String, message: String },
     #[error("too many upstream fetches in flight")]
     Overloaded,
+    /// The host's `rate_per_sec` would not give this fetch a turn in time.
+    #[error("upstream host {host} is over its rate_per_sec")]
+    RateLimited { host: String },
 }
 
 impl UpstreamError {
@@ -97,10 +102,20 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { .. }
             | UpstreamError::Transport { .. }
-            | UpstreamError::Overloaded => true,
+            | UpstreamError::Overloaded
+            | UpstreamError::RateLimited { .. } => true,
             UpstreamError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
+    }
+
+    /// Our own overload (no slot in time, over a host's rate), not the upstream's answer:
+    /// never remembered as the URL's failure.
+    pub fn is_own_overload(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Overloaded | UpstreamError::RateLimited { .. }
+        )
     }
 }
 
@@ -109,39 +124,7 @@ pub struct Fetcher {
     policy: Arc<Policy>,
     config: UpstreamConfig,
     slots: Semaphore,
-    hosts: HostSlots,
-}
-
-/// Hosts tracked before idle ones (no fetch holding or waiting for a slot) are pruned.
-const HOSTS_BEFORE_PRUNE: usize = 256;
-
-/// One semaphore per upstream host, created on first use and dropped when idle.
-struct HostSlots {
-    per_host: usize,
-    map: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl HostSlots {
-    fn new(config: &UpstreamConfig) -> HostSlots {
-        HostSlots {
-            per_host: config.per_host_slots(),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The semaphore of `url`'s host (lowercase, without the port).
-    fn of(&self, url: &Url) -> Arc<Semaphore> {
-        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= HOSTS_BEFORE_PRUNE && !map.contains_key(&host) {
-            // Only the map holds an idle host's semaphore: every fetch (holding a
-            // permit or waiting for one) holds a clone.
-            map.retain(|_, slots| Arc::strong_count(slots) > 1);
-        }
-        map.entry(host)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-            .clone()
-    }
+    hosts: hosts::Hosts,
 }
 
 impl Fetcher {
@@ -156,7 +139,6 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
             .no_proxy()
-            .user_agent(config.user_agent.clone())
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .timeout(Duration::from_secs(config.timeout_secs))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -166,7 +148,7 @@ impl Fetcher {
             policy,
             config: config.clone(),
             slots: Semaphore::new(config.max_in_flight),
-            hosts: HostSlots::new(config),
+            hosts: hosts::Hosts::new(config),
         })
     }
 
@@ -183,19 +165,61 @@ impl Fetcher {
             secs,
             url: url.to_string(),
         };
-        // The host's slot first: fetches queued for a slow host wait there, not in
-        // the global queue, so other hosts' fetches still find a free global slot.
-        let _host_slot = tokio::time::timeout_at(deadline, self.hosts.of(url).acquire_owned())
-            .await
-            .map_err(|_| UpstreamError::Overloaded)?
-            .map_err(|_| UpstreamError::Overloaded)?;
+        // The host's slot (and turn) first: fetches queued for a slow host wait there,
+        // not in the global queue, so other hosts' fetches still find a free global slot.
+        let pass = Some(self.hosts.enter(&hosts::host_key(url), deadline).await?);
         let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
             .await
             .map_err(|_| UpstreamError::Overloaded)?
             .map_err(|_| UpstreamError::Overloaded)?;
-        tokio::time::timeout_at(deadline, self.fetch_hops(url, conditional, deadline))
+        tokio::time::timeout_at(deadline, self.fetch_hops(url, conditional, deadline, pass))
             .await
             .map_err(|_| timeout())?
+    }
+
+    /// The request for one hop: the hop host's headers (from its `[[upstream.host]]`
+    /// entry), `Host` when `upstream.resolve` moved the port, and the validators. `pass`
+    /// is replaced by the hop host's own when a redirect changed hosts (or is `None`), so
+    /// every hop takes its host's slot and turn.
+    async fn hop_request(
+        &self,
+        method: reqwest::Method,
+        current: &Url,
+        conditional: Option<&Validators>,
+        deadline: Instant,
+        pass: &mut Option<hosts::Pass>,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let hop = self.policy.check_url(current)?;
+        let host = hosts::host_key(current);
+        if pass.as_ref().is_none_or(|p| p.host() != host) {
+            // Let go of the previous host's slot before waiting for this one's.
+            *pass = None;
+            *pass = Some(self.hosts.enter(&host, deadline).await?);
+        }
+        let mut headers = pass
+            .as_ref()
+            .map(|p| p.headers().clone())
+            .unwrap_or_default();
+        let mut set = |name, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        if let Some(host) = &hop.host_header {
+            set(HOST, host);
+        }
+        if let Some(v) = conditional {
+            if let Some(etag) = &v.etag {
+                set(IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &v.last_modified {
+                set(IF_MODIFIED_SINCE, lm);
+            }
+        }
+        Ok(self
+            .client
+            .request(method, hop.connect_url)
+            .headers(headers))
     }
 
     async fn fetch_hops(
@@ -203,25 +227,19 @@ impl Fetcher {
         url: &Url,
         conditional: Option<&Validators>,
         deadline: Instant,
+        mut pass: Option<hosts::Pass>,
     ) -> Result<Fetched, UpstreamError> {
         let mut current = url.clone();
         for _ in 0..=self.config.max_redirects {
-            let hop = self.policy.check_url(&current)?;
-            let mut request = self
-                .client
-                .get(hop.connect_url.clone())
-                .header(ACCEPT, "image/*,*/*;q=0.8");
-            if let Some(host) = &hop.host_header {
-                request = request.header(HOST, host);
-            }
-            if let Some(v) = conditional {
-                if let Some(etag) = &v.etag {
-                    request = request.header(IF_NONE_MATCH, etag);
-                }
-                if let Some(lm) = &v.last_modified {
-                    request = request.header(IF_MODIFIED_SINCE, lm);
-                }
-            }
+            let request = self
+                .hop_request(
+                    reqwest::Method::GET,
+                    &current,
+                    conditional,
+                    deadline,
+                    &mut pass,
+                )
+                .await?;
             let mut response = request
                 .send()
                 .await
@@ -318,6 +336,11 @@ impl Fetcher {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
+        }
+        // Without a Content-Length the buffer grew by doubling; the bytes are kept in
+        // memory (weighed by length), so hand over a tight copy when much is spare.
+        if body.capacity() - body.len() > body.len() / 8 {
+            return Ok(Bytes::copy_from_slice(&body));
         }
         Ok(body.freeze())
     }

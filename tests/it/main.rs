@@ -18,4 +18,5 @@ mod ssrf;
 mod store_lifecycle;
 mod support;
 mod transform;
+mod upstream_policy;
 mod varnish;

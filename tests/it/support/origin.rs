@@ -20,7 +20,9 @@
 //!   real JPEGs, chosen by [`qupost_file`], and a path given to [`Origin::set_missing`]
 //!   answers 404
 //!
-//! Every request is counted per path, so tests can prove what was (not) fetched.
+//! Every request is counted per path, so tests can prove what was (not) fetched, and
+//! recorded with its headers and arrival time ([`Origin::seen`]); requests being
+//! answered at once are counted per `Host` name ([`Origin::peak_in_flight`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -52,8 +54,22 @@ pub fn fixture(name: &str) -> Vec<u8> {
 #[derive(Default)]
 struct Shared {
     hits: Mutex<HashMap<String, usize>>,
+    seen: Mutex<Vec<Seen>>,
+    /// Host name → (requests being answered now, most ever at once).
+    in_flight: Mutex<HashMap<String, (usize, usize)>>,
     mutable: Mutex<String>,
     missing: Mutex<Vec<String>>,
+}
+
+/// One request as the origin received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The `Host` header without its port.
+    pub host: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: http::HeaderMap,
+    pub at: std::time::Instant,
 }
 
 pub struct Origin {
@@ -121,6 +137,19 @@ impl Origin {
         self.shared.hits.lock().unwrap().values().sum()
     }
 
+    /// Every request received so far whose `Host` (without port) is `host`, in arrival
+    /// order.
+    pub fn seen(&self, host: &str) -> Vec<Seen> {
+        let seen = self.shared.seen.lock().unwrap();
+        seen.iter().filter(|s| s.host == host).cloned().collect()
+    }
+
+    /// The most requests for `host` the origin was answering at the same time.
+    pub fn peak_in_flight(&self, host: &str) -> usize {
+        let in_flight = self.shared.in_flight.lock().unwrap();
+        in_flight.get(host).map_or(0, |(_, peak)| *peak)
+    }
+
     pub fn set_mutable(&self, file: &str) {
         *self.shared.mutable.lock().unwrap() = file.to_string();
     }
@@ -137,6 +166,30 @@ impl Origin {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+    }
+}
+
+/// Counts a request as being answered until dropped (when its response head is ready).
+struct InFlight<'a> {
+    state: &'a Shared,
+    host: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a Shared, host: String) -> InFlight<'a> {
+        let mut map = state.in_flight.lock().unwrap();
+        let (now, peak) = map.entry(host.clone()).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+        InFlight { state, host }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.state.in_flight.lock().unwrap().get_mut(&self.host) {
+            *now -= 1;
         }
     }
 }
@@ -208,7 +261,20 @@ async fn serve(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    *state.hits.lock().unwrap().entry(key).or_default() += 1;
+    *state.hits.lock().unwrap().entry(key.clone()).or_default() += 1;
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
+        .unwrap_or_default();
+    state.seen.lock().unwrap().push(Seen {
+        host: host.clone(),
+        target: key,
+        headers: request.headers().clone(),
+        at: std::time::Instant::now(),
+    });
+    let _answering = InFlight::enter(&state, host);
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     if state.missing.lock().unwrap().contains(&path) {
         return Ok(full(

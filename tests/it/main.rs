@@ -11,6 +11,8 @@ mod crash;
 mod headers;
 mod hostile_clients;
 mod hostile_images;
+mod hostile_inputs;
+mod hostile_upstreams;
 mod lifecycle;
 mod mirror;
 mod ssrf;

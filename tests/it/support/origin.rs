@@ -20,7 +20,14 @@
 //!   real JPEGs, chosen by [`qupost_file`], and a path given to [`Origin::set_missing`]
 //!   answers 404
 //!
-//! Every request is counted per path, so tests can prove what was (not) fetched.
+//! - `/bytes/<name>`: the bytes and Content-Type given to [`Origin::set_bytes`] (hostile
+//!   images built by a test), with `Content-Encoding` if one was given
+//! - `/trickle/<ms>/<file>`: the headers, then the file one byte every `ms` milliseconds
+//! - `/loop/<a|b>`: redirects to the other one, forever; `/self-loop`: to itself
+//! - `/polyglot/<file>`: the file with an HTML page (a script) appended, labelled `text/html`
+//!
+//! Every request is counted per path, so tests can prove what was (not) fetched, and its
+//! head is kept ([`Origin::heads`]), so they can prove what the upstream saw.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -54,6 +61,10 @@ struct Shared {
     hits: Mutex<HashMap<String, usize>>,
     mutable: Mutex<String>,
     missing: Mutex<Vec<String>>,
+    /// name → (body, content type, content encoding) for `/bytes/<name>`.
+    bytes: Mutex<HashMap<String, (Bytes, String, Option<String>)>>,
+    /// Every request's target and headers, in arrival order.
+    heads: Mutex<Vec<(String, http::HeaderMap)>>,
 }
 
 pub struct Origin {
@@ -128,6 +139,20 @@ impl Origin {
     /// Makes `path` (e.g. `/qupost/img/…/<hash>.jpeg`) answer 404.
     pub fn set_missing(&self, path: &str) {
         self.shared.missing.lock().unwrap().push(path.to_string());
+    }
+
+    /// Serves `body` at `/bytes/<name>` with `content_type` (and `Content-Encoding:
+    /// encoding` when given).
+    pub fn set_bytes(&self, name: &str, body: Vec<u8>, content_type: &str, encoding: Option<&str>) {
+        self.shared.bytes.lock().unwrap().insert(
+            name.to_string(),
+            (Bytes::from(body), content_type.to_string(), encoding.map(str::to_string)),
+        );
+    }
+
+    /// The target (path and query) and headers of every request seen so far.
+    pub fn heads(&self) -> Vec<(String, http::HeaderMap)> {
+        self.shared.heads.lock().unwrap().clone()
     }
 
     /// Stops accepting; the port is closed when this returns.
@@ -208,7 +233,12 @@ async fn serve(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    *state.hits.lock().unwrap().entry(key).or_default() += 1;
+    *state.hits.lock().unwrap().entry(key.clone()).or_default() += 1;
+    state
+        .heads
+        .lock()
+        .unwrap()
+        .push((key, request.headers().clone()));
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     if state.missing.lock().unwrap().contains(&path) {
         return Ok(full(
@@ -304,6 +334,34 @@ async fn serve(
                     .boxed(),
             )
             .unwrap(),
+        ["bytes", name] => match state.bytes.lock().unwrap().get(*name).cloned() {
+            Some((body, content_type, encoding)) => {
+                let mut response = full(StatusCode::OK, &content_type, body);
+                if let Some(encoding) = encoding {
+                    response
+                        .headers_mut()
+                        .insert("content-encoding", encoding.parse().unwrap());
+                }
+                response
+            }
+            None => full(StatusCode::NOT_FOUND, "text/html", "<h1>not found</h1>"),
+        },
+        ["trickle", ms, file] => {
+            let bytes = fixture(file);
+            let pause = Duration::from_millis(ms.parse().unwrap_or(1000));
+            Response::builder()
+                .header("content-type", media_type(file))
+                .header("content-length", bytes.len())
+                .body(trickle(bytes, pause))
+                .unwrap()
+        }
+        ["loop", which] => redirect(if *which == "a" { "/loop/b" } else { "/loop/a" }),
+        ["self-loop"] => redirect("/self-loop"),
+        ["polyglot", file] => {
+            let mut bytes = fixture(file);
+            bytes.extend_from_slice(POLYGLOT_HTML.as_bytes());
+            full(StatusCode::OK, "text/html; charset=utf-8", bytes)
+        }
         ["mutable", _] => {
             let file = state.mutable.lock().unwrap().clone();
             file_response(&file, &request, media_type(&file))
@@ -338,4 +396,35 @@ fn tokio_stream_from(
 ) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
 {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// What `/polyglot/<file>` appends to a real image: a page that runs script if a browser
+/// ever renders the response as HTML.
+pub const POLYGLOT_HTML: &str =
+    "<html><body><script>document.title='polyglot-ran'</script></body></html>";
+
+fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("location", location)
+        .body(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// `bytes` sent one byte per `pause`: a tarpit that never stalls completely.
+fn trickle(bytes: Vec<u8>, pause: Duration) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    tokio::spawn(async move {
+        for byte in bytes {
+            if tx.send(Ok(Frame::data(Bytes::from(vec![byte])))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)))
 }

@@ -8,6 +8,7 @@ mod browser;
 mod browser_placeholders;
 mod cdn;
 mod crash;
+mod fuzz_regressions;
 mod headers;
 mod hostile_clients;
 mod hostile_images;

@@ -20,7 +20,10 @@ pub fn url_grammar(data: &[u8]) {
     };
     let settings = transform::Settings::default();
     if let Ok(address) = url_grammar::parse_path_and_query(input) {
-        let pairs = address.options().iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let pairs = address
+            .options()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
         if let Ok(Some(spec)) = Spec::from_query(pairs, &settings) {
             let _ = spec.canonical();
             for format in [
@@ -33,8 +36,10 @@ pub fn url_grammar(data: &[u8]) {
             }
         }
         if let Address::Proxy { upstream, options } = &address {
-            let written: Vec<(&str, String)> =
-                options.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let written: Vec<(&str, String)> = options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
             let again = url_grammar::proxy_url("", upstream.as_str(), &written);
             match url_grammar::parse_path_and_query(&again) {
                 Ok(Address::Proxy {
@@ -73,7 +78,11 @@ pub fn article(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    let kind = if flags & 1 == 0 { Kind::Markdown } else { Kind::Html };
+    let kind = if flags & 1 == 0 {
+        Kind::Markdown
+    } else {
+        Kind::Html
+    };
     let settings = article::Settings {
         all_http: flags & 2 != 0,
         links: flags & 4 != 0,
@@ -92,12 +101,19 @@ pub fn article(data: &[u8]) {
         return;
     };
     if rewritten.changed == 0 {
-        assert_eq!(rewritten.text, text, "nothing rewritten, yet the text changed");
+        assert_eq!(
+            rewritten.text, text,
+            "nothing rewritten, yet the text changed"
+        );
     }
     let _ = refs;
     // Rewriting the output again finds nothing left to do.
     if let Ok(again) = article::rewrite(&rewritten.text, kind, &settings, &target) {
-        assert_eq!(again.changed, 0, "second rewrite changed more:\n{}", rewritten.text);
+        assert_eq!(
+            again.changed, 0,
+            "second rewrite changed more:\n{}",
+            rewritten.text
+        );
     }
     let moved = Target {
         base: "https://other.example.org/img".into(),
@@ -107,7 +123,11 @@ pub fn article(data: &[u8]) {
     let _ = article::rewrite(&rewritten.text, kind, &settings, &moved);
     let undo = Target {
         base: BASE.into(),
-        undo: Some(if flags & 16 == 0 { UndoTo::Worker } else { UndoTo::Upstream }),
+        undo: Some(if flags & 16 == 0 {
+            UndoTo::Worker
+        } else {
+            UndoTo::Upstream
+        }),
         ..Target::default()
     };
     let _ = article::rewrite(&rewritten.text, kind, &settings, &undo);
@@ -175,4 +195,3 @@ pub fn image(data: &[u8]) {
         let _ = transform::thumbnail_rgba(src, 32, &settings);
     }
 }
-

@@ -41,12 +41,18 @@ fn fuzz_findings_stay_fixed() {
         for entry in std::fs::read_dir(seeds.join(target)).unwrap().flatten() {
             let data = std::fs::read(entry.path()).unwrap();
             // Image seeds are images: the target reads a selector byte first.
-            let data = if target == "image" { [&[0x4c][..], &data].concat() } else { data };
+            let data = if target == "image" {
+                [&[0x4c][..], &data].concat()
+            } else {
+                data
+            };
             check(&data);
             seeded += 1;
         }
     }
-    let post = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-article.md")).unwrap();
+    let post =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-article.md"))
+            .unwrap();
     checks::article(&[&[0u8][..], &post].concat());
     assert!(seeded >= 10, "{seeded} seeds");
     eprintln!("replayed {replayed} fuzz findings and {seeded} seeds");

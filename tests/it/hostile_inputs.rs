@@ -82,8 +82,16 @@ async fn pixel_bombs_in_every_format_are_refused() {
     let bombs = [
         ("bomb.jpg", fixture("bomb-50000.jpg"), "image/jpeg"),
         ("bomb.png", fixture("bomb-50000.png"), "image/png"),
-        ("bomb.gif", gif((20_000, 20_000), (20_000, 20_000), 2), "image/gif"),
-        ("bomb-lossless.webp", vp8l_bomb(16_384, 16_384), "image/webp"),
+        (
+            "bomb.gif",
+            gif((20_000, 20_000), (20_000, 20_000), 2),
+            "image/gif",
+        ),
+        (
+            "bomb-lossless.webp",
+            vp8l_bomb(16_384, 16_384),
+            "image/webp",
+        ),
         ("bomb-lossy.webp", vp8_bomb(16_383, 16_383), "image/webp"),
     ];
     let mut mirrored = Vec::new();
@@ -116,7 +124,12 @@ async fn a_gif_of_10000_frames_is_not_rendered_as_an_animation() {
     let started = Instant::now();
     let attack = server.url(&format!("/?url={}&w=400&format=gif", enc(&upstream)));
     let answer = during_honest(&server, &origin, &attack).await;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.headers["content-type"], "image/gif");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -151,11 +164,17 @@ async fn a_jpeg_html_polyglot_is_served_only_as_an_image() {
             csp.contains("default-src 'none'") && csp.contains("sandbox"),
             "{csp}"
         );
-        assert!(answer.headers.get("content-disposition").is_none_or(|v| {
-            !v.to_str().unwrap_or("").contains(".htm")
-        }));
+        assert!(
+            answer
+                .headers
+                .get("content-disposition")
+                .is_none_or(|v| { !v.to_str().unwrap_or("").contains(".htm") })
+        );
         if attack.contains("w=100") {
-            assert!(!answer.body.windows(7).any(|w| w == b"<script"), "variant kept the HTML");
+            assert!(
+                !answer.body.windows(7).any(|w| w == b"<script"),
+                "variant kept the HTML"
+            );
         } else {
             assert!(answer.body.ends_with(POLYGLOT_HTML.as_bytes()));
         }

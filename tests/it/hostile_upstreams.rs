@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::attack::{assert_nothing_stored, during_honest, during_honest_with, raw_request};
+use crate::support::attack::{
+    assert_nothing_stored, during_honest, during_honest_with, raw_request,
+};
 use crate::support::{Origin, Server, config_for, enc, fixture, setup};
 
 /// A gzip bomb: 256 KB that inflate to 256 MiB (a JPEG header, then zeros), served with
@@ -137,8 +139,7 @@ async fn urls_of_100_kb_are_refused() {
             format!("/?url={}&w=100", enc(&upstream)),
             format!("/m/{pad}"),
         ] {
-            let request =
-                format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
             let (got, answer) = during_honest_with(
                 &server,
                 &origin,
@@ -185,9 +186,16 @@ async fn crlf_in_urls_injects_no_header() {
     }
     for (target, headers) in origin.heads() {
         assert!(headers.get("x-injected").is_none(), "{target}: {headers:?}");
-        assert!(!target.contains('\r') && !target.contains('\n'), "{target:?}");
+        assert!(
+            !target.contains('\r') && !target.contains('\n'),
+            "{target:?}"
+        );
     }
-    assert_eq!(origin.hits("/img/cat-alpha.png"), 0, "a second request was smuggled");
+    assert_eq!(
+        origin.hits("/img/cat-alpha.png"),
+        0,
+        "a second request was smuggled"
+    );
     assert_nothing_stored(&mut server, &[], &[]).await;
 }
 
@@ -237,6 +245,9 @@ async fn raw_crlf_in_a_request_target_is_a_bad_request() {
     );
     let (status, answer) = raw_request(&server, request.as_bytes()).await;
     assert_eq!(status, 400, "{answer}");
-    assert!(!answer.to_ascii_lowercase().contains("x-injected"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("x-injected"),
+        "{answer}"
+    );
     assert_eq!(origin.total_hits(), 0);
 }

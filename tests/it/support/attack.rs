@@ -149,10 +149,16 @@ pub async fn assert_nothing_stored(server: &mut Server, refused: &[String], allo
             assert!(originals.contains(&meta.sha256), "stored object {meta:?}");
         })
         .unwrap();
-    assert_eq!(files, objects, "object files on disk without an index entry");
+    assert_eq!(
+        files, objects,
+        "object files on disk without an index entry"
+    );
     snapshot
         .variants(|meta| {
-            assert!(originals.contains(&meta.original), "stored variant {meta:?}");
+            assert!(
+                originals.contains(&meta.original),
+                "stored variant {meta:?}"
+            );
         })
         .unwrap();
 }

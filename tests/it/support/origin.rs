@@ -56,13 +56,16 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// A body, its content type and its content encoding, for `/bytes/<name>`.
+type Canned = (Bytes, String, Option<String>);
+
 #[derive(Default)]
 struct Shared {
     hits: Mutex<HashMap<String, usize>>,
     mutable: Mutex<String>,
     missing: Mutex<Vec<String>>,
-    /// name → (body, content type, content encoding) for `/bytes/<name>`.
-    bytes: Mutex<HashMap<String, (Bytes, String, Option<String>)>>,
+    /// name → what `/bytes/<name>` answers.
+    bytes: Mutex<HashMap<String, Canned>>,
     /// Every request's target and headers, in arrival order.
     heads: Mutex<Vec<(String, http::HeaderMap)>>,
 }
@@ -146,7 +149,11 @@ impl Origin {
     pub fn set_bytes(&self, name: &str, body: Vec<u8>, content_type: &str, encoding: Option<&str>) {
         self.shared.bytes.lock().unwrap().insert(
             name.to_string(),
-            (Bytes::from(body), content_type.to_string(), encoding.map(str::to_string)),
+            (
+                Bytes::from(body),
+                content_type.to_string(),
+                encoding.map(str::to_string),
+            ),
         );
     }
 
@@ -420,7 +427,11 @@ fn trickle(bytes: Vec<u8>, pause: Duration) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
         for byte in bytes {
-            if tx.send(Ok(Frame::data(Bytes::from(vec![byte])))).await.is_err() {
+            if tx
+                .send(Ok(Frame::data(Bytes::from(vec![byte]))))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(pause).await;

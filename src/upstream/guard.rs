@@ -165,6 +165,17 @@ impl Policy {
             }
             Host::Domain(name) => name.to_ascii_lowercase(),
         };
+        // RFC 6761: `localhost` and its subdomains are loopback whatever DNS says (and
+        // some resolvers fail `localhost.` instead of answering), so they are refused as
+        // the loopback addresses they name, before any lookup, unless one is allowed
+        // (then the resolver's filter keeps only that one).
+        let bare = name.trim_end_matches('.');
+        if bare == "localhost" || bare.ends_with(".localhost") {
+            let v4 = self.check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            if v4.is_err() && self.check_ip(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_err() {
+                return v4.map(|()| direct(url));
+            }
+        }
         let Some(ports) = self.pinned.get(name.trim_end_matches('.')) else {
             return Ok(direct(url));
         };
@@ -481,6 +492,26 @@ mod tests {
             );
         }
         assert!(check(&p, "http://93.184.216.34/a.jpg").is_ok());
+    }
+
+    #[test]
+    fn localhost_names_are_loopback_without_a_lookup() {
+        let p = policy(&[], &[]);
+        for url in [
+            "http://localhost/a.jpg",
+            "http://LOCALHOST./a.jpg",
+            "http://img.localhost/a.jpg",
+            "http://a.b.localhost../a.jpg",
+        ] {
+            assert!(
+                matches!(check(&p, url), Err(GuardError::Address { .. })),
+                "{url}"
+            );
+        }
+        assert!(check(&p, "http://localhost.example.com/a.jpg").is_ok());
+        assert!(check(&p, "http://notlocalhost/a.jpg").is_ok());
+        assert!(check(&policy(&["127.0.0.1/32"], &[]), "http://localhost/a.jpg").is_ok());
+        assert!(check(&policy(&["::1/128"], &[]), "http://localhost./a.jpg").is_ok());
     }
 
     #[test]

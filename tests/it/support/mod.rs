@@ -1,6 +1,7 @@
 //! Test support: the misbehaving fixture origin, a real imgmirror server on
 //! 127.0.0.1:0 with a temporary data directory, and captured logs.
 
+pub mod attack;
 pub mod origin;
 
 use std::io::Write;

@@ -19,6 +19,11 @@
 //!   `static.1sapp.com` here with `upstream.resolve`); each hash is served as one of the
 //!   real JPEGs, chosen by [`qupost_file`], and a path given to [`Origin::set_missing`]
 //!   answers 404
+//! - `/bytes/<name>`: the bytes and Content-Type given to [`Origin::set_bytes`] (hostile
+//!   images built by a test), with `Content-Encoding` if one was given
+//! - `/trickle/<ms>/<file>`: the headers, then the file one byte every `ms` milliseconds
+//! - `/loop/<a|b>`: redirects to the other one, forever; `/self-loop`: to itself
+//! - `/polyglot/<file>`: the file with an HTML page (a script) appended, labelled `text/html`
 //!
 //! Every request is counted per path, so tests can prove what was (not) fetched, and
 //! recorded with its headers and arrival time ([`Origin::seen`]); requests being
@@ -51,6 +56,9 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// A body, its content type and its content encoding, for `/bytes/<name>`.
+type Canned = (Bytes, String, Option<String>);
+
 #[derive(Default)]
 struct Shared {
     hits: Mutex<HashMap<String, usize>>,
@@ -59,6 +67,8 @@ struct Shared {
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
     mutable: Mutex<String>,
     missing: Mutex<Vec<String>>,
+    /// name → what `/bytes/<name>` answers.
+    bytes: Mutex<HashMap<String, Canned>>,
 }
 
 /// One request as the origin received it.
@@ -157,6 +167,25 @@ impl Origin {
     /// Makes `path` (e.g. `/qupost/img/…/<hash>.jpeg`) answer 404.
     pub fn set_missing(&self, path: &str) {
         self.shared.missing.lock().unwrap().push(path.to_string());
+    }
+
+    /// Serves `body` at `/bytes/<name>` with `content_type` (and `Content-Encoding:
+    /// encoding` when given).
+    pub fn set_bytes(&self, name: &str, body: Vec<u8>, content_type: &str, encoding: Option<&str>) {
+        self.shared.bytes.lock().unwrap().insert(
+            name.to_string(),
+            (
+                Bytes::from(body),
+                content_type.to_string(),
+                encoding.map(str::to_string),
+            ),
+        );
+    }
+
+    /// The target (path and query) and headers of every request seen so far.
+    pub fn heads(&self) -> Vec<(String, http::HeaderMap)> {
+        let seen = self.shared.seen.lock().unwrap();
+        seen.iter().map(|s| (s.target.clone(), s.headers.clone())).collect()
     }
 
     /// Stops accepting; the port is closed when this returns.
@@ -370,6 +399,34 @@ async fn serve(
                     .boxed(),
             )
             .unwrap(),
+        ["bytes", name] => match state.bytes.lock().unwrap().get(*name).cloned() {
+            Some((body, content_type, encoding)) => {
+                let mut response = full(StatusCode::OK, &content_type, body);
+                if let Some(encoding) = encoding {
+                    response
+                        .headers_mut()
+                        .insert("content-encoding", encoding.parse().unwrap());
+                }
+                response
+            }
+            None => full(StatusCode::NOT_FOUND, "text/html", "<h1>not found</h1>"),
+        },
+        ["trickle", ms, file] => {
+            let bytes = fixture(file);
+            let pause = Duration::from_millis(ms.parse().unwrap_or(1000));
+            Response::builder()
+                .header("content-type", media_type(file))
+                .header("content-length", bytes.len())
+                .body(trickle(bytes, pause))
+                .unwrap()
+        }
+        ["loop", which] => redirect(if *which == "a" { "/loop/b" } else { "/loop/a" }),
+        ["self-loop"] => redirect("/self-loop"),
+        ["polyglot", file] => {
+            let mut bytes = fixture(file);
+            bytes.extend_from_slice(POLYGLOT_HTML.as_bytes());
+            full(StatusCode::OK, "text/html; charset=utf-8", bytes)
+        }
         ["mutable", _] => {
             let file = state.mutable.lock().unwrap().clone();
             file_response(&file, &request, media_type(&file))
@@ -404,4 +461,39 @@ fn tokio_stream_from(
 ) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
 {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// What `/polyglot/<file>` appends to a real image: a page that runs script if a browser
+/// ever renders the response as HTML.
+pub const POLYGLOT_HTML: &str =
+    "<html><body><script>document.title='polyglot-ran'</script></body></html>";
+
+fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("location", location)
+        .body(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// `bytes` sent one byte per `pause`: a tarpit that never stalls completely.
+fn trickle(bytes: Vec<u8>, pause: Duration) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    tokio::spawn(async move {
+        for byte in bytes {
+            if tx
+                .send(Ok(Frame::data(Bytes::from(vec![byte]))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)))
 }

@@ -15,6 +15,7 @@
 mod access;
 mod admin;
 mod conn;
+mod hot;
 mod range;
 pub mod response;
 pub mod router;
@@ -63,6 +64,8 @@ pub struct State {
     pub config: Config,
     pub mirror: Arc<Mirror>,
     request_ids: access::RequestIds,
+    /// Ready answers for the image URLs served from memory again and again.
+    hot: hot::Hot,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl State {
     pub fn new(config: Config) -> Result<Arc<State>, MirrorError> {
         let mirror = Arc::new(Mirror::open(&config)?);
         Ok(Arc::new(State {
+            hot: hot::Hot::new(config.cache.memory_bytes),
             config,
             mirror,
             request_ids: access::RequestIds::default(),
@@ -313,6 +317,24 @@ async fn dispatch(
             limit: MAX_URI_BYTES,
         });
     }
+    // A repeat of an answer built from memory: no routing, parsing or look-ups (the
+    // generation check keeps purges and pins exact; see `hot`).
+    if which == Listener::Main
+        && let Some(target) = uri.path_and_query()
+        && let Some(hot) = state.hot.get(
+            &request.method,
+            target.as_str(),
+            &request.headers,
+            state.mirror.generation(),
+            |sha256, original| state.mirror.note_served(sha256, original),
+        )
+    {
+        outcome.route = hot.route;
+        outcome.source = Some(Source::Memory);
+        outcome.upstream = hot.upstream;
+        state.mirror.metrics().memory_cache(true);
+        return Ok(hot.response);
+    }
     let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
     let separate_metrics = state.config.metrics.listen_addr().is_some();
@@ -386,6 +408,8 @@ async fn image(
         .headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
+    // Read before the look-up, so a change made meanwhile outdates what is kept below.
+    let generation = state.mirror.generation();
     let image = match address.placeholder_of() {
         Some(hash) => state.mirror.placeholder_image(hash).await?,
         None => state.mirror.image(address, accept).await?,
@@ -408,5 +432,18 @@ async fn image(
         source: image.source,
         surrogate_keys: &keys,
     };
-    Ok(response::image(&request.headers, &image.blob, headers))
+    let response = response::image(&request.headers, &image.blob, headers);
+    let kept = hot::Origin {
+        source: image.source,
+        generation,
+        fresh_until: image.fresh_until,
+        route: outcome.route,
+        upstream: outcome.upstream.as_deref(),
+        sha256: &image.blob.meta.sha256,
+        original_sha256: &image.original_sha256,
+    };
+    state
+        .hot
+        .insert(request, &response, &image.blob.bytes, kept);
+    Ok(response)
 }

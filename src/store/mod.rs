@@ -18,6 +18,7 @@
 pub mod archive;
 mod budget;
 pub mod disk;
+mod group_commit;
 mod health;
 pub mod index;
 pub mod inventory;
@@ -154,6 +155,16 @@ pub struct Stats {
     pub upstream_fetches: AtomicU64,
     pub revalidations: AtomicU64,
     pub renders: AtomicU64,
+    /// Bumped after every change to what a URL serves (see [`Stats::changed`]).
+    pub changes: AtomicU64,
+}
+
+impl Stats {
+    /// After a pin, purge, re-fetch or moved URL, once the caches are updated: answers
+    /// built before it must not be served again.
+    pub(crate) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 pub struct Store {
@@ -311,6 +322,7 @@ impl Store {
             .await?;
         self.urls.invalidate(&key).await;
         self.negative.invalidate(&key).await;
+        self.stats.changed();
         Ok(removed)
     }
 
@@ -437,6 +449,7 @@ impl Store {
         }
         // After the memory insert, so an eviction this write causes also clears it there.
         self.after_write(Kind::Object, &sha256, size, wrote).await;
+        self.stats.changed();
         Ok(entry)
     }
 

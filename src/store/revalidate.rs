@@ -69,6 +69,7 @@ impl Store {
                         Ok(Some(moved)) => {
                             tracing::info!(%url, from = %old.sha256, to = %moved.sha256, "upstream image changed; the URL now points at the new object");
                             self.urls.insert(url.to_string(), Arc::new(moved)).await;
+                            self.stats.changed();
                         }
                         Ok(None) => {
                             tracing::info!(%url, "purged during revalidation; not recorded");

@@ -175,10 +175,11 @@ http {{
     return ["nginx", "-c", str(conf), "-e", str(tmp / "origin-error.log")]
 
 
-def imgmirror_config(tmp, name, port, origin, memory_bytes):
+def imgmirror_config(tmp, name, port, origin, memory_bytes, extra=""):
     cache = tmp / f"cache-{name}"
     conf = tmp / f"imgmirror-{name}.toml"
     mem = "" if memory_bytes is None else f"memory_bytes = {memory_bytes}\n"
+    mem += extra
     conf.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -307,18 +308,19 @@ def main():
     tmp = TMP
     lua = tmp / "unique.lua"
     lua.write_text(LUA)
-    P = {k: free_port() for k in ["origin", "mem", "disk", "rss", "nginx", "thumbor"]}
+    P = {k: free_port() for k in ["origin", "mem", "nohot", "disk", "rss", "nginx", "thumbor"]}
     O = P["origin"]
     start(nginx_origin(tmp, O), tmp / "origin.log")
     srv = {}
-    for name, mem in [("mem", None), ("disk", 0), ("rss", RSS_CACHE)]:
-        conf = imgmirror_config(tmp, name, P[name], O, mem)
-        srv[name] = start([BIN, "--config", str(conf), "serve"], tmp / f"imgmirror-{name}.log",
+    for name, mem, extra in [("mem", None, ""), ("nohot", None, "hot_bytes = 0\n"),
+                             ("disk", 0, ""), ("rss", RSS_CACHE, "")]:
+        conf = imgmirror_config(tmp, name, P[name], O, mem, extra)
+        srv[name] = start([BIN, "serve", "--config", str(conf)], tmp / f"imgmirror-{name}.log",
                           env={**os.environ, "RUST_LOG": "info"})
     srv["nginx"] = start(nginx_proxy(tmp, P["nginx"], P["mem"], O), tmp / "nginx.log")
     srv["thumbor"] = start(thumbor_cmd(tmp, P["thumbor"]), tmp / "thumbor.log")
     for k in P:
-        wait_http(P[k], "/healthz" if k in ("mem", "disk", "rss") else "/")
+        wait_http(P[k], "/healthz" if k in ("mem", "nohot", "disk", "rss") else "/")
     time.sleep(1)
     pids = {k: tree(p.pid) for k, p in srv.items()}
 
@@ -327,6 +329,8 @@ def main():
         "imgmirror": (P["mem"], f"/?url={enc(up)}&w=480", pids["mem"]),
         "nginx": (P["nginx"], f"/?url={enc(up)}&w=480", pids["nginx"]),
         "thumbor": (P["thumbor"], f"/unsafe/480x0/127.0.0.1:{O}/{PHOTO}", pids["thumbor"]),
+        # The same binary with cache.hot_bytes = 0: the full request path on every hit.
+        "imgmirror-nohot": (P["nohot"], f"/?url={enc(up)}&w=480", pids["nohot"]),
     }
     disk = {
         "imgmirror": (P["disk"], f"/?url={enc(up)}&w=480", pids["disk"]),
@@ -358,9 +362,9 @@ def main():
 
     results = {}  # (scenario, server) -> [run dicts]
     nonce = f"{os.getpid()}x{random.randrange(10**9)}"
-    order = ["imgmirror", "nginx", "thumbor"]
+    order = ["imgmirror", "nginx", "thumbor", "imgmirror-nohot"]
     for r in range(ROUNDS):
-        rot = order[r % 3:] + order[:r % 3]
+        rot = order[r % 4:] + order[:r % 4]
         for sc, table, secs, conns, uniq in [("A", hit, SECONDS, CONNS, False),
                                              ("B", disk, SECONDS, CONNS, False),
                                              ("C", cold_pat, SECONDS, CONNS, True),
@@ -445,7 +449,7 @@ def prefetch(tmp, origin, r):
     out = tmp / f"prefetch{r}.json"
     t0 = time.monotonic()
     with open(out, "wb") as o:
-        p = subprocess.Popen([BIN, "--config", str(conf), "prefetch", "--json",
+        p = subprocess.Popen([BIN, "prefetch", "--config", str(conf), "--json",
                               str(FIX / "seed-article.md")], stdout=o, stderr=subprocess.DEVNULL)
         _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
@@ -486,6 +490,10 @@ def report(results):
     for sc, ref in [("A", "nginx"), ("B", "nginx"), ("C", "thumbor"), ("C1", "thumbor")]:
         if (sc, "imgmirror") in R:
             extra = ""
+            if sc == "A" and ("A", "imgmirror-nohot") in R:
+                a, b = R[("A", "imgmirror")], R[("A", "imgmirror-nohot")]
+                extra = (f"; `hot_bytes = 0` (full path every hit): {cell('A', 'imgmirror-nohot')},"
+                         f" req/s {med(b, 'rps') / med(R[('A', 'nginx')], 'rps'):.2f}× nginx")
             if sc == "C" and ("C", "nginx") in R:
                 extra = "; nginx is `image_filter` (no cache)"
             if sc == "C1" and ("C1", "thumbor") in R:

@@ -113,6 +113,10 @@ pub struct CacheConfig {
     pub refuse_when_full: bool,
     /// Bytes of the index's (redb's) page cache. Default 64 MiB.
     pub index_cache_bytes: u64,
+    /// Bytes of image bodies the hot-response cache keeps (whole answers for URLs served
+    /// from memory again and again, see `server::hot`); at most `memory_bytes / 8`; 0 = off.
+    /// Default 32 MiB.
+    pub hot_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -127,6 +131,7 @@ impl Default for CacheConfig {
             evict_originals: false,
             refuse_when_full: false,
             index_cache_bytes: 64 * 1024 * 1024,
+            hot_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -4,8 +4,8 @@
 //! option canonicalisation, four cache look-ups, a SHA-256 to name the variant and a dozen
 //! header values formatted from strings.
 //!
-//! What it owns: the map, its bounds (entries and bytes; off when `cache.memory_bytes` is
-//! 0, so a memory-less mirror is measured as one) and the rules for when an entry may
+//! What it owns: the map, its bounds (entries, and `cache.hot_bytes` of bodies, at most
+//! `memory_bytes / 8`; off when either is 0, so a memory-less mirror is measured as one) and the rules for when an entry may
 //! answer. It does not own the images: the body is the memory layer's own `Bytes`
 //! (refcounted, not copied), and what a URL names is still the service layer's answer.
 //!
@@ -36,9 +36,6 @@ use crate::store::{Source, unix_now};
 
 /// Entries kept at most, whatever their size.
 const MAX_ENTRIES: usize = 4096;
-/// Bytes of bodies kept at most: a share of the memory layer, since a body the memory
-/// layer evicted stays alive here until its entry goes.
-const MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// A body larger than this is not worth a slot (it is a fraction of the cost of sending it).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -85,9 +82,10 @@ pub struct Hot {
 }
 
 impl Hot {
-    /// A cache bounded by `memory_bytes / 8` (at most [`MAX_BYTES`]); none when 0.
-    pub fn new(memory_bytes: u64) -> Hot {
-        let max_bytes = (memory_bytes / 8).min(MAX_BYTES);
+    /// A cache of `hot_bytes` of bodies, at most `memory_bytes / 8` (a body the memory
+    /// layer evicted stays alive here until its entry goes); none when either is 0.
+    pub fn new(memory_bytes: u64, hot_bytes: u64) -> Hot {
+        let max_bytes = (memory_bytes / 8).min(hot_bytes);
         Hot {
             map: RwLock::new(HashMap::new()),
             keys: RandomState::new(),
@@ -255,7 +253,7 @@ mod tests {
 
     #[test]
     fn answers_only_the_same_target_accept_and_generation() {
-        let hot = Hot::new(1 << 30);
+        let hot = Hot::new(1 << 30, 1 << 30);
         let body = Bytes::from_static(b"jpeg");
         let later = unix_now() + 100;
         let req = parts("/?url=x&w=1", &[("accept", "image/webp")]);
@@ -288,7 +286,7 @@ mod tests {
 
     #[test]
     fn keeps_only_fresh_memory_answers_and_stays_bounded() {
-        let hot = Hot::new(8 * 100);
+        let hot = Hot::new(8 * 100, 1 << 30);
         let body = Bytes::from(vec![0u8; 40]);
         let later = unix_now() + 100;
         let req = |n: usize| parts(&format!("/?url=x&w={n}"), &[]);
@@ -303,7 +301,7 @@ mod tests {
             "100 bytes hold two 40-byte bodies: {}",
             hot.len()
         );
-        let none = Hot::new(0).get(&Method::GET, "/", &HeaderMap::new(), 1, |_, _| {});
+        let none = Hot::new(0, 1 << 30).get(&Method::GET, "/", &HeaderMap::new(), 1, |_, _| {});
         assert!(none.is_none());
     }
 }

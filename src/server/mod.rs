@@ -73,7 +73,7 @@ impl State {
     pub fn new(config: Config) -> Result<Arc<State>, MirrorError> {
         let mirror = Arc::new(Mirror::open(&config)?);
         Ok(Arc::new(State {
-            hot: hot::Hot::new(config.cache.memory_bytes),
+            hot: hot::Hot::new(config.cache.memory_bytes, config.cache.hot_bytes),
             config,
             mirror,
             request_ids: access::RequestIds::default(),

@@ -31,7 +31,7 @@ pub mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -246,15 +246,25 @@ impl Store {
 
     /// The mirrored original for an upstream URL, fetching it on first use.
     pub async fn get_by_url(self: &Arc<Self>, url: &Url) -> Result<Served, StoreError> {
-        let fetched_here = AtomicBool::new(false);
+        let fetched_here = Mutex::new(None);
         let entry = self.entry(url, &fetched_here).await?;
+        // This request fetched it: serve the bytes just committed, not a re-read (the
+        // memory layer may have declined to keep them).
+        let committed = fetched_here.lock().ok().and_then(|mut f| f.take());
+        if let Some(Some(blob)) = committed {
+            return Ok(Served {
+                blob,
+                source: Source::Upstream,
+                entry: Some(entry),
+            });
+        }
         let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
             url: url.to_string(),
             sha256: entry.sha256.clone(),
         })?;
         match self.object(&hash).await {
             Ok((blob, source)) => {
-                let fetched = fetched_here.load(Ordering::Relaxed);
+                let fetched = fetched_here.lock().is_ok_and(|f| f.is_some());
                 if !fetched {
                     self.maybe_revalidate(url, &entry);
                 }
@@ -283,15 +293,10 @@ impl Store {
                 return Err(StoreError::UnexpectedNotModified(url.to_string()));
             }
         };
-        let entry = self
+        let (entry, blob) = self
             .commit(url, image, Some(entry), false)
             .await?
             .ok_or_else(|| StoreError::Missing(url.to_string()))?;
-        let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
-            url: url.to_string(),
-            sha256: entry.sha256.clone(),
-        })?;
-        let (blob, _) = self.object(&hash).await?;
         Ok(Served {
             blob,
             source: Source::Upstream,
@@ -328,10 +333,11 @@ impl Store {
 
     /// The index entry for `url`: from memory, the index, or a first fetch, coalescing
     /// concurrent first fetches into one.
+    /// `fetched_here` becomes `Some` when this call fetched it (with the bytes committed).
     async fn entry(
         &self,
         url: &Url,
-        fetched_here: &AtomicBool,
+        fetched_here: &Mutex<Option<Option<Blob>>>,
     ) -> Result<Arc<UrlEntry>, StoreError> {
         let key = url.to_string();
         let load = async {
@@ -346,9 +352,16 @@ impl Store {
             if let Some(failure) = self.negative.get(&key).await {
                 return Err(failure);
             }
-            fetched_here.store(true, Ordering::Relaxed);
+            if let Ok(mut f) = fetched_here.lock() {
+                *f = Some(None);
+            }
             match self.mirror(url).await {
-                Ok(entry) => Ok(Arc::new(entry)),
+                Ok((entry, blob)) => {
+                    if let Ok(mut f) = fetched_here.lock() {
+                        *f = Some(Some(blob));
+                    }
+                    Ok(Arc::new(entry))
+                }
                 Err(e) => {
                     // Only what the upstream said is remembered; our own overload (no
                     // fetch slot in time) must not outlive it.
@@ -370,7 +383,7 @@ impl Store {
     }
 
     /// First fetch of a URL: fetch, verify, hash, commit the file, then the index.
-    async fn mirror(&self, url: &Url) -> Result<UrlEntry, StoreError> {
+    async fn mirror(&self, url: &Url) -> Result<(UrlEntry, Blob), StoreError> {
         if self.refuses_new_originals() {
             return Err(StoreError::Full(url.to_string()));
         }
@@ -382,12 +395,12 @@ impl Store {
                 return Err(StoreError::UnexpectedNotModified(url.to_string()));
             }
         };
-        let entry = self
+        let (entry, blob) = self
             .commit(url, image, None, false)
             .await?
             .ok_or_else(|| StoreError::Missing(url.to_string()))?;
         tracing::info!(%url, sha256 = %entry.sha256, bytes = entry.bytes, "mirrored");
-        Ok(entry)
+        Ok((entry, blob))
     }
 
     /// Stores a fetched image and points `url` at it; `previous` carries over the URL's
@@ -400,7 +413,7 @@ impl Store {
         image: Image,
         previous: Option<&UrlEntry>,
         only_if_present: bool,
-    ) -> Result<Option<UrlEntry>, StoreError> {
+    ) -> Result<Option<(UrlEntry, Blob)>, StoreError> {
         let (disk, index) = (self.disk.clone(), self.index.clone());
         let bytes = image.bytes.clone();
         let now = unix_now();
@@ -441,16 +454,16 @@ impl Store {
             })
             .await?;
         let (size, sha256) = (meta.bytes, meta.sha256.clone());
-        if entry.is_some() {
-            let blob = Blob::new(image.bytes, meta);
+        let committed = entry.map(|entry| (entry, Blob::new(image.bytes, meta)));
+        if let Some((_, blob)) = &committed {
             self.memory
-                .insert(format!("o:{}", blob.meta.sha256), blob)
+                .insert(format!("o:{}", blob.meta.sha256), blob.clone())
                 .await;
         }
         // After the memory insert, so an eviction this write causes also clears it there.
         self.after_write(Kind::Object, &sha256, size, wrote).await;
         self.stats.changed();
-        Ok(entry)
+        Ok(committed)
     }
 
     /// An object's bytes from memory, else from disk (then kept in memory).

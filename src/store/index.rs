@@ -126,7 +126,9 @@ pub struct Index {
     group: GroupCommit<Write, Result<Written, IndexError>>,
 }
 
-/// The writes the request path makes, which [`GroupCommit`] batches.
+/// The writes the request path makes, which [`GroupCommit`] batches. (Unboxed: each is
+/// moved once into the queue and out again; a box would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
 enum Write {
     Url {
         object: ObjectMeta,
@@ -136,6 +138,7 @@ enum Write {
     Variant(VariantMeta),
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Written {
     Url(Option<UrlEntry>),
     Variant,

@@ -133,6 +133,10 @@ pub struct CacheConfig {
     pub probe_cache_bytes: u64,
     /// Bytes of the list of originals refused as too expensive to render. Default 1 MiB.
     pub expensive_bytes: u64,
+    /// Bytes of image bodies the hot-response cache keeps (whole answers for URLs served
+    /// from memory again and again, see `server::hot`); at most `memory_bytes / 8`; 0 = off.
+    /// Default 32 MiB.
+    pub hot_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -151,6 +155,7 @@ impl Default for CacheConfig {
             negative_bytes: 8 * 1024 * 1024,
             probe_cache_bytes: 4 * 1024 * 1024,
             expensive_bytes: 1024 * 1024,
+            hot_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -113,6 +113,9 @@ pub struct Image {
     pub original_sha256: String,
     /// Articles that pin the original's URL (empty when served by hash or not pinned).
     pub pinned_by: Vec<String>,
+    /// Unix second until which serving this again needs no revalidation of the upstream
+    /// URL (`u64::MAX` by hash): how long a front end may keep the answer it built.
+    pub fresh_until: u64,
 }
 
 pub struct Mirror {
@@ -124,6 +127,8 @@ pub struct Mirror {
     probes: moka::future::Cache<String, transform::Probe>,
     /// Originals (by sha256) a render of which timed out, for [`EXPENSIVE_FOR`].
     expensive: moka::future::Cache<String, ()>,
+    /// `cache.fresh_secs`, for [`Image::fresh_until`].
+    fresh_secs: u64,
 }
 
 /// How long an original whose render timed out is refused (422 `too-expensive`).
@@ -151,12 +156,35 @@ impl Mirror {
                 .weigher(|key: &String, _: &()| entry_weight(key.capacity()))
                 .time_to_live(EXPENSIVE_FOR)
                 .build(),
+            fresh_secs: config.cache.fresh_secs,
         })
     }
 
     /// Counters that prove work was (not) repeated: fetches, revalidations, renders.
     pub fn stats(&self) -> &Stats {
         self.store.stats()
+    }
+
+    /// Bumped after every change to what a URL or hash serves (pin, purge, a URL moved
+    /// by revalidation or re-fetched): an answer built while this stayed the same may be
+    /// served again (see `server::hot`).
+    pub fn generation(&self) -> u64 {
+        self.store
+            .stats()
+            .changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Notes for the disk budget's recency that `image` was served again from an answer a
+    /// front end kept: the file served and the original it derives from.
+    pub fn note_served(&self, image_sha256: &str, original_sha256: &str) {
+        use crate::store::Kind;
+        if image_sha256 == original_sha256 {
+            self.store.note_served(Kind::Object, original_sha256);
+        } else {
+            self.store.note_served(Kind::Variant, image_sha256);
+            self.store.note_served(Kind::Object, original_sha256);
+        }
     }
 
     /// The series this mirror records into (and `/metrics` shows).
@@ -205,6 +233,10 @@ impl Mirror {
             .as_ref()
             .map(|e| e.pinned_by.clone())
             .unwrap_or_default();
+        let fresh_until = original
+            .entry
+            .as_ref()
+            .map_or(u64::MAX, |e| e.last_checked.saturating_add(self.fresh_secs));
         let mut image = match spec {
             None => Image {
                 original_sha256: original.blob.meta.sha256.clone(),
@@ -212,6 +244,7 @@ impl Mirror {
                 source: original.source,
                 vary_accept: false,
                 pinned_by: Vec::new(),
+                fresh_until,
             },
             Some(spec) => {
                 self.variant_admitted(&original.blob, &spec, accept, admission)
@@ -219,6 +252,7 @@ impl Mirror {
             }
         };
         image.pinned_by = pinned_by;
+        image.fresh_until = fresh_until;
         Ok(image)
     }
 

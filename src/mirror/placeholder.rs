@@ -71,6 +71,7 @@ impl Mirror {
             vary_accept: false,
             original_sha256: hash.to_hex(),
             pinned_by: Vec::new(),
+            fresh_until: u64::MAX,
         })
     }
 

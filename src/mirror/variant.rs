@@ -111,6 +111,7 @@ impl Mirror {
             vary_accept,
             original_sha256: original.meta.sha256.clone(),
             pinned_by: Vec::new(),
+            fresh_until: u64::MAX,
         })
     }
 

@@ -16,6 +16,7 @@ mod access;
 mod admin;
 mod client;
 mod conn;
+mod hot;
 mod range;
 pub mod response;
 pub mod router;
@@ -69,6 +70,8 @@ pub struct State {
     limits: ClientLimits,
     /// `Some` when `security.signing_keys` is set: image URLs must be signed.
     signer: Option<Signer>,
+    /// Ready answers for the image URLs served from memory again and again.
+    hot: hot::Hot,
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
         Ok(Arc::new(State {
             limits: ClientLimits::new(config.server.per_client_expensive),
             signer,
+            hot: hot::Hot::new(config.cache.memory_bytes, config.cache.hot_bytes),
             config,
             mirror,
             request_ids: access::RequestIds::default(),
@@ -332,6 +336,24 @@ async fn dispatch(
             limit: MAX_URI_BYTES,
         });
     }
+    // A repeat of an answer built from memory: no routing, parsing or look-ups (the
+    // generation check keeps purges and pins exact; see `hot`).
+    if which == Listener::Main
+        && let Some(target) = uri.path_and_query()
+        && let Some(hot) = state.hot.get(
+            &request.method,
+            target.as_str(),
+            &request.headers,
+            state.mirror.generation(),
+            |sha256, original| state.mirror.note_served(sha256, original),
+        )
+    {
+        outcome.route = hot.route;
+        outcome.source = Some(Source::Memory);
+        outcome.upstream = hot.upstream;
+        state.mirror.metrics().memory_cache(true);
+        return Ok(hot.response);
+    }
     let route = router::route(&request.method, uri.path(), uri.query())?;
     outcome.route = route.name();
     let separate_metrics = state.config.metrics.listen_addr().is_some();
@@ -417,6 +439,8 @@ async fn image(
         .and_then(|v| v.to_str().ok());
     let admission = state.limits.admission(client).await;
     let mirror = &state.mirror;
+    // Read before the look-up, so a change made meanwhile outdates what is kept below.
+    let generation = state.mirror.generation();
     let image = match address.placeholder_of() {
         Some(hash) => mirror.placeholder_image_admitted(hash, &admission).await?,
         None => mirror.image_admitted(address, accept, &admission).await?,
@@ -439,5 +463,18 @@ async fn image(
         source: image.source,
         surrogate_keys: &keys,
     };
-    Ok(response::image(&request.headers, &image.blob, headers))
+    let response = response::image(&request.headers, &image.blob, headers);
+    let kept = hot::Origin {
+        source: image.source,
+        generation,
+        fresh_until: image.fresh_until,
+        route: outcome.route,
+        upstream: outcome.upstream.as_deref(),
+        sha256: &image.blob.meta.sha256,
+        original_sha256: &image.original_sha256,
+    };
+    state
+        .hot
+        .insert(request, &response, &image.blob.bytes, kept);
+    Ok(response)
 }

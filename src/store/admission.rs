@@ -11,13 +11,13 @@
 //! [`Store::get_by_url_admitted`] and the single-flight rule for permits (only the
 //! request that leads a first fetch takes one; followers wait for free).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
-use super::{ContentHash, Served, Source, Store, StoreError, UrlEntry};
+use super::{Blob, ContentHash, Served, Source, Store, StoreError, UrlEntry};
 
 /// One client's permits for expensive work, or none to count (the prefetcher, an admin).
 #[derive(Debug, Clone, Default)]
@@ -66,15 +66,25 @@ impl Store {
         url: &Url,
         admission: &Admission,
     ) -> Result<Served, StoreError> {
-        let fetched_here = AtomicBool::new(false);
+        let fetched_here = Mutex::new(None);
         let entry = self.entry(url, &fetched_here, admission).await?;
+        // This request fetched it: serve the bytes just committed, not a re-read (the
+        // memory layer may have declined to keep them).
+        let committed = fetched_here.lock().ok().and_then(|mut f| f.take());
+        if let Some(Some(blob)) = committed {
+            return Ok(Served {
+                blob,
+                source: Source::Upstream,
+                entry: Some(entry),
+            });
+        }
         let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
             url: url.to_string(),
             sha256: entry.sha256.clone(),
         })?;
         match self.object(&hash).await {
             Ok((blob, source)) => {
-                let fetched = fetched_here.load(Ordering::Relaxed);
+                let fetched = fetched_here.lock().is_ok_and(|f| f.is_some());
                 if !fetched {
                     self.maybe_revalidate(url, &entry);
                 }
@@ -100,7 +110,7 @@ impl Store {
     async fn entry(
         &self,
         url: &Url,
-        fetched_here: &AtomicBool,
+        fetched_here: &Mutex<Option<Option<Blob>>>,
         admission: &Admission,
     ) -> Result<Arc<UrlEntry>, StoreError> {
         let refused_here = AtomicBool::new(false);

@@ -11,8 +11,8 @@
 //! `cache.evict_originals`, unpinned originals. A file being served is never affected:
 //! reads take whole files into memory, and unlinking does not disturb an open reader.
 //!
-//! An extra `impl Store` block; the request path only calls `note_use`, `added` and
-//! `after_write`.
+//! An extra `impl Store` block; the request path only calls `note_use` (`note_served` for
+//! answers a front end kept), `added` and `after_write`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,6 +168,22 @@ impl Store {
         };
         if map.len() < MAX_PENDING_TOUCHES || map.contains_key(&blob.meta.sha256) {
             map.insert(blob.meta.sha256.clone(), now);
+        }
+    }
+
+    /// Notes a use of the file `sha256` now, for a front end that served a kept answer
+    /// without asking the store (it calls this at most once a second per answer).
+    pub fn note_served(&self, kind: Kind, sha256: &str) {
+        let now = unix_now();
+        let Ok(mut touches) = self.touches.lock() else {
+            return;
+        };
+        let map = match kind {
+            Kind::Object => &mut touches.objects,
+            Kind::Variant => &mut touches.variants,
+        };
+        if map.len() < MAX_PENDING_TOUCHES || map.contains_key(sha256) {
+            map.insert(sha256.to_owned(), now);
         }
     }
 

@@ -19,6 +19,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::group_commit::GroupCommit;
 use crate::upstream::Validators;
 
 /// Normalised upstream URL → [`UrlEntry`] (JSON).
@@ -108,6 +109,9 @@ pub enum IndexError {
         key: String,
         source: serde_json::Error,
     },
+    /// The batch holding this write panicked (a bug); nothing of it was committed.
+    #[error("index write batch failed")]
+    Batch,
 }
 
 macro_rules! db_err {
@@ -118,6 +122,26 @@ macro_rules! db_err {
 
 pub struct Index {
     db: Database,
+    /// URL commits and variant records written concurrently share one transaction.
+    group: GroupCommit<Write, Result<Written, IndexError>>,
+}
+
+/// The writes the request path makes, which [`GroupCommit`] batches. (Unboxed: each is
+/// moved once into the queue and out again; a box would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
+enum Write {
+    Url {
+        object: ObjectMeta,
+        entry: UrlEntry,
+        only_if_present: bool,
+    },
+    Variant(VariantMeta),
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Written {
+    Url(Option<UrlEntry>),
+    Variant,
 }
 
 impl Index {
@@ -136,7 +160,45 @@ impl Index {
             db_err!(txn.open_table(table))?;
         }
         db_err!(txn.commit())?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            group: GroupCommit::default(),
+        })
+    }
+
+    /// Runs `write` in the next group commit: one transaction for every write queued
+    /// while the previous one committed. If that transaction fails, each of its writes is
+    /// retried alone, so one bad write fails only itself.
+    fn grouped(&self, write: Write) -> Result<Written, IndexError> {
+        self.group.run(
+            write,
+            |writes| {
+                if writes.len() > 1 {
+                    let batch = (|| {
+                        let txn = db_err!(self.db.begin_write())?;
+                        let outs = writes
+                            .iter()
+                            .map(|w| apply(&txn, w))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        db_err!(txn.commit())?;
+                        Ok::<_, IndexError>(outs)
+                    })();
+                    if let Ok(outs) = batch {
+                        return outs.into_iter().map(Ok).collect();
+                    }
+                }
+                writes
+                    .iter()
+                    .map(|w| {
+                        let txn = db_err!(self.db.begin_write())?;
+                        let out = apply(&txn, w)?;
+                        db_err!(txn.commit())?;
+                        Ok(out)
+                    })
+                    .collect()
+            },
+            || Err(IndexError::Batch),
+        )
     }
 
     pub fn url(&self, url: &str) -> Result<Option<UrlEntry>, IndexError> {
@@ -161,30 +223,15 @@ impl Index {
         entry: &UrlEntry,
         only_if_present: bool,
     ) -> Result<Option<UrlEntry>, IndexError> {
-        let txn = db_err!(self.db.begin_write())?;
-        let written = {
-            let mut urls = db_err!(txn.open_table(URLS))?;
-            let current: Option<UrlEntry> = read(&urls, &entry.url)?;
-            if only_if_present && current.is_none() {
-                None
-            } else {
-                let mut objects = db_err!(txn.open_table(OBJECTS))?;
-                if db_err!(objects.get(object.sha256.as_str()))?.is_none() {
-                    db_err!(objects.insert(object.sha256.as_str(), to_json(object).as_slice()))?;
-                }
-                let mut entry = entry.clone();
-                for pin in current.into_iter().flat_map(|c| c.pinned_by) {
-                    if !entry.pinned_by.contains(&pin) {
-                        entry.pinned_by.push(pin);
-                    }
-                }
-                entry.pinned_by.sort();
-                db_err!(urls.insert(entry.url.as_str(), to_json(&entry).as_slice()))?;
-                Some(entry)
-            }
+        let write = Write::Url {
+            object: object.clone(),
+            entry: entry.clone(),
+            only_if_present,
         };
-        db_err!(txn.commit())?;
-        Ok(written)
+        match self.grouped(write)? {
+            Written::Url(entry) => Ok(entry),
+            Written::Variant => Err(IndexError::Batch),
+        }
     }
 
     /// Read-modify-write of one URL's entry in one transaction: `change` edits it and says
@@ -213,12 +260,7 @@ impl Index {
 
     /// Records a variant (or replaces its record).
     pub fn put_variant(&self, meta: &VariantMeta) -> Result<(), IndexError> {
-        let txn = db_err!(self.db.begin_write())?;
-        {
-            let mut variants = db_err!(txn.open_table(VARIANTS))?;
-            db_err!(variants.insert(meta.name.as_str(), to_json(meta).as_slice()))?;
-        }
-        db_err!(txn.commit())
+        self.grouped(Write::Variant(meta.clone())).map(|_| ())
     }
 
     /// Records an object that arrived without a URL (an import, a repair).
@@ -400,6 +442,43 @@ impl Index {
             }
         }
         Ok(out)
+    }
+}
+
+/// One write of a group commit, inside its transaction. A URL commit records the object
+/// (unless known) and the URL; the URL's pins are the union of the entry's and those the
+/// index holds, so a pin made while a fetch ran survives it.
+fn apply(txn: &redb::WriteTransaction, write: &Write) -> Result<Written, IndexError> {
+    match write {
+        Write::Url {
+            object,
+            entry,
+            only_if_present,
+        } => {
+            let mut urls = db_err!(txn.open_table(URLS))?;
+            let current: Option<UrlEntry> = read(&urls, &entry.url)?;
+            if *only_if_present && current.is_none() {
+                return Ok(Written::Url(None));
+            }
+            let mut objects = db_err!(txn.open_table(OBJECTS))?;
+            if db_err!(objects.get(object.sha256.as_str()))?.is_none() {
+                db_err!(objects.insert(object.sha256.as_str(), to_json(object).as_slice()))?;
+            }
+            let mut entry = entry.clone();
+            for pin in current.into_iter().flat_map(|c| c.pinned_by) {
+                if !entry.pinned_by.contains(&pin) {
+                    entry.pinned_by.push(pin);
+                }
+            }
+            entry.pinned_by.sort();
+            db_err!(urls.insert(entry.url.as_str(), to_json(&entry).as_slice()))?;
+            Ok(Written::Url(Some(entry)))
+        }
+        Write::Variant(meta) => {
+            let mut variants = db_err!(txn.open_table(VARIANTS))?;
+            db_err!(variants.insert(meta.name.as_str(), to_json(meta).as_slice()))?;
+            Ok(Written::Variant)
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod archive;
 mod budget;
 pub mod disk;
+mod group_commit;
 mod health;
 pub mod index;
 pub mod inventory;
@@ -160,6 +161,16 @@ pub struct Stats {
     pub upstream_fetches: AtomicU64,
     pub revalidations: AtomicU64,
     pub renders: AtomicU64,
+    /// Bumped after every change to what a URL serves (see [`Stats::changed`]).
+    pub changes: AtomicU64,
+}
+
+impl Stats {
+    /// After a pin, purge, re-fetch or moved URL, once the caches are updated: answers
+    /// built before it must not be served again.
+    pub(crate) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 pub struct Store {
@@ -247,15 +258,10 @@ impl Store {
                 return Err(StoreError::UnexpectedNotModified(url.to_string()));
             }
         };
-        let entry = self
+        let (entry, blob) = self
             .commit(url, image, Some(entry), false)
             .await?
             .ok_or_else(|| StoreError::Missing(url.to_string()))?;
-        let hash = ContentHash::parse(&entry.sha256).ok_or_else(|| StoreError::BadRecord {
-            url: url.to_string(),
-            sha256: entry.sha256.clone(),
-        })?;
-        let (blob, _) = self.object(&hash).await?;
         Ok(Served {
             blob,
             source: Source::Upstream,
@@ -286,6 +292,7 @@ impl Store {
             .await?;
         self.urls.invalidate(&key).await;
         self.negative.invalidate(&key).await;
+        self.stats.changed();
         Ok(removed)
     }
 
@@ -294,7 +301,7 @@ impl Store {
     async fn entry_once(
         &self,
         url: &Url,
-        fetched_here: &AtomicBool,
+        fetched_here: &Mutex<Option<Option<Blob>>>,
         admission: &Admission,
         refused_here: &AtomicBool,
     ) -> Result<Arc<UrlEntry>, StoreError> {
@@ -314,9 +321,16 @@ impl Store {
             let _admitted = admission
                 .try_admit()
                 .inspect_err(|_| refused_here.store(true, Ordering::Relaxed))?;
-            fetched_here.store(true, Ordering::Relaxed);
+            if let Ok(mut f) = fetched_here.lock() {
+                *f = Some(None);
+            }
             match self.mirror(url).await {
-                Ok(entry) => Ok(Arc::new(entry)),
+                Ok((entry, blob)) => {
+                    if let Ok(mut f) = fetched_here.lock() {
+                        *f = Some(Some(blob));
+                    }
+                    Ok(Arc::new(entry))
+                }
                 Err(e) => {
                     // Only what the upstream said is remembered; our own overload (no
                     // fetch slot in time, over a host's rate) must not outlive it.
@@ -337,7 +351,7 @@ impl Store {
     }
 
     /// First fetch of a URL: fetch, verify, hash, commit the file, then the index.
-    async fn mirror(&self, url: &Url) -> Result<UrlEntry, StoreError> {
+    async fn mirror(&self, url: &Url) -> Result<(UrlEntry, Blob), StoreError> {
         if self.refuses_new_originals() {
             return Err(StoreError::Full(url.to_string()));
         }
@@ -349,12 +363,12 @@ impl Store {
                 return Err(StoreError::UnexpectedNotModified(url.to_string()));
             }
         };
-        let entry = self
+        let (entry, blob) = self
             .commit(url, image, None, false)
             .await?
             .ok_or_else(|| StoreError::Missing(url.to_string()))?;
         tracing::info!(%url, sha256 = %entry.sha256, bytes = entry.bytes, "mirrored");
-        Ok(entry)
+        Ok((entry, blob))
     }
 
     /// Stores a fetched image and points `url` at it; `previous` carries over the URL's
@@ -367,7 +381,7 @@ impl Store {
         image: Image,
         previous: Option<&UrlEntry>,
         only_if_present: bool,
-    ) -> Result<Option<UrlEntry>, StoreError> {
+    ) -> Result<Option<(UrlEntry, Blob)>, StoreError> {
         let (disk, index) = (self.disk.clone(), self.index.clone());
         let bytes = image.bytes.clone();
         let now = unix_now();
@@ -408,15 +422,16 @@ impl Store {
             })
             .await?;
         let (size, sha256) = (meta.bytes, meta.sha256.clone());
-        if entry.is_some() {
-            let blob = Blob::new(image.bytes, meta);
+        let committed = entry.map(|entry| (entry, Blob::new(image.bytes, meta)));
+        if let Some((_, blob)) = &committed {
             self.memory
-                .insert(format!("o:{}", blob.meta.sha256), blob)
+                .insert(format!("o:{}", blob.meta.sha256), blob.clone())
                 .await;
         }
         // After the memory insert, so an eviction this write causes also clears it there.
         self.after_write(Kind::Object, &sha256, size, wrote).await;
-        Ok(entry)
+        self.stats.changed();
+        Ok(committed)
     }
 
     /// An object's bytes from memory, else from disk (then kept in memory).

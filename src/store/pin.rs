@@ -41,6 +41,7 @@ impl Store {
         // The `urls` cache must not keep serving the unpinned record. (A revalidation that
         // writes back an older record re-reads the pins from the index first.)
         self.urls.insert(key, entry.clone()).await;
+        self.stats.changed();
         Ok(Some(entry))
     }
 

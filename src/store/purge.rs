@@ -96,6 +96,7 @@ impl Store {
         for url in &unpinned {
             self.urls.invalidate(url).await;
         }
+        self.stats.changed();
         let objects: Vec<String> = orphaned
             .iter()
             .map(|e| e.sha256.clone())
@@ -236,6 +237,7 @@ impl Store {
             self.urls.invalidate(url).await;
             self.negative.invalidate(url).await;
         }
+        self.stats.changed();
         self.publish_usage();
         Ok(report)
     }

@@ -66,9 +66,10 @@ impl Store {
                     entry.validators = image.validators;
                 } else {
                     match self.commit(url, image, Some(old), true).await {
-                        Ok(Some(moved)) => {
+                        Ok(Some((moved, _))) => {
                             tracing::info!(%url, from = %old.sha256, to = %moved.sha256, "upstream image changed; the URL now points at the new object");
                             self.urls.insert(url.to_string(), Arc::new(moved)).await;
+                            self.stats.changed();
                         }
                         Ok(None) => {
                             tracing::info!(%url, "purged during revalidation; not recorded");

@@ -13,11 +13,13 @@
 //! and pixels to [`crate::transform`]. It knows nothing of HTTP: statuses are
 //! [`crate::error`]'s business.
 
+mod background;
 mod keys;
 mod lookup;
 mod placeholder;
 mod variant;
 
+pub use background::AvifMode;
 pub use keys::{purge_keys, surrogate_keys};
 
 use std::sync::Arc;
@@ -108,6 +110,9 @@ pub struct Image {
     pub original_sha256: String,
     /// Articles that pin the original's URL (empty when served by hash or not pinned).
     pub pinned_by: Vec<String>,
+    /// Served in place of a better rendition (AVIF) that is being rendered in the
+    /// background: a front end should let caches keep it only briefly.
+    pub provisional: bool,
 }
 
 pub struct Mirror {
@@ -119,6 +124,8 @@ pub struct Mirror {
     probes: moka::future::Cache<String, transform::Probe>,
     /// Originals (by sha256) a render of which timed out, for [`EXPENSIVE_FOR`].
     expensive: moka::future::Cache<String, ()>,
+    /// AVIF renditions rendered off the request path, on their own low-priority pool.
+    background: background::Background,
 }
 
 /// How long an original whose render timed out is refused (422 `too-expensive`).
@@ -130,7 +137,9 @@ impl Mirror {
         let store = Arc::new(Store::open(config, Arc::new(Metrics::new()))?);
         store.start_maintenance();
         let pool = transform::Pool::from_settings(&config.transform);
+        let background = background::Background::start(&store, &config.transform);
         Ok(Mirror {
+            background,
             store,
             transform: config.transform.clone(),
             pool,
@@ -171,6 +180,17 @@ impl Mirror {
         address: &Address,
         accept: Option<&str>,
     ) -> Result<Image, MirrorError> {
+        self.image_with(address, accept, AvifMode::Offer).await
+    }
+
+    /// [`Mirror::image`], with what to do about AVIF spelled out (the prefetcher waits
+    /// for it, or leaves it out).
+    pub async fn image_with(
+        &self,
+        address: &Address,
+        accept: Option<&str>,
+        avif: AvifMode,
+    ) -> Result<Image, MirrorError> {
         let spec = self.spec(address.options())?;
         let original = match address {
             Address::Proxy { upstream, .. } => self.original(upstream).await?,
@@ -188,8 +208,12 @@ impl Mirror {
                 source: original.source,
                 vary_accept: false,
                 pinned_by: Vec::new(),
+                provisional: false,
             },
-            Some(spec) => self.variant(&original.blob, &spec, accept).await?,
+            Some(spec) => {
+                self.variant_with(&original.blob, &spec, accept, avif)
+                    .await?
+            }
         };
         image.pinned_by = pinned_by;
         Ok(image)

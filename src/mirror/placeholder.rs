@@ -59,6 +59,7 @@ impl Mirror {
             vary_accept: false,
             original_sha256: hash.to_hex(),
             pinned_by: Vec::new(),
+            provisional: false,
         })
     }
 

@@ -400,6 +400,14 @@ async fn image(
         Address::Permalink { .. } => (&config.cache_control_permalink, None, None),
     };
     let keys = crate::mirror::surrogate_keys(&image.original_sha256, host, &image.pinned_by);
+    // A stand-in for an AVIF being rendered: cached briefly, so the AVIF replaces it soon.
+    let provisional;
+    let cache_control = if image.provisional {
+        provisional = format!("public, max-age={}", config.avif_pending_max_age_secs);
+        &provisional
+    } else {
+        cache_control
+    };
     let headers = ImageHeaders {
         cache_control,
         etag: &image.blob.meta.sha256,

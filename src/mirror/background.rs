@@ -4,7 +4,7 @@
 //! the AVIF is queued for rendering in the background.
 //!
 //! Owns the background queue and its own render pool: one low-priority thread
-//! ([`transform::Pool::background`], `SCHED_IDLE`) fed by a bounded queue
+//! ([`transform::Pool::background`], nice 19) fed by a bounded queue
 //! (`transform.avif_background_queue`) with dedupe by variant name, so a flood of requests
 //! queues each rendition at most once and never more than the bound (the rest are dropped
 //! and counted; a later request offers them again). Foreground renders never wait behind
@@ -101,21 +101,24 @@ impl Background {
         }
     }
 
-    /// Queues the AVIF `name` of `original` unless it is queued already, failed recently,
-    /// or the queue is full (then it is dropped and counted).
-    fn offer(&self, original: &str, spec: Spec, name: ContentHash, metrics: &Metrics) {
-        let Some(queue) = &self.queue else { return };
+    /// Queues the AVIF `name` of `original` unless it is queued already or the queue is
+    /// full (then it is dropped and counted; a later request offers it again). False when
+    /// no AVIF is coming: there is no queue, or its render failed recently.
+    fn offer(&self, original: &str, spec: Spec, name: ContentHash, metrics: &Metrics) -> bool {
+        let Some(queue) = &self.queue else {
+            return false;
+        };
         let Some(original) = ContentHash::parse(original) else {
-            return;
+            return false;
         };
         if self.failed.contains_key(&name) {
-            return;
+            return false;
         }
         let Ok(mut queued) = self.queued.lock() else {
-            return;
+            return false;
         };
         if queued.contains(&name) {
-            return;
+            return true;
         }
         // Recorded before sending, so the consumer's removal can never come first.
         queued.insert(name);
@@ -129,6 +132,7 @@ impl Background {
             metrics.avif_background(AvifOutcome::Dropped);
             tracing::debug!(variant = %name, "background AVIF queue full; dropped");
         }
+        true
     }
 }
 
@@ -196,7 +200,7 @@ pub(super) enum AvifStep {
     Serve(Image),
     /// Serve the usual rendition, provisionally: the AVIF is on its way.
     Provisional,
-    /// AVIF is not for this request.
+    /// AVIF is not for this request (or none is coming): the usual rendition, as usual.
     Skip,
 }
 
@@ -253,7 +257,10 @@ impl Mirror {
                 tracing::warn!(variant = %name, error = %crate::error::Chain(&e), "AVIF rendition unreadable")
             }
         }
-        self.background.offer(sha, avif, name, self.metrics());
-        Ok(AvifStep::Provisional)
+        if self.background.offer(sha, avif, name, self.metrics()) {
+            Ok(AvifStep::Provisional)
+        } else {
+            Ok(AvifStep::Skip)
+        }
     }
 }

@@ -475,6 +475,8 @@ impl TransformError {
 }
 
 #[cfg(test)]
+mod avif_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -214,8 +214,7 @@ impl Mirror {
         probe: &Probe,
         mode: AvifMode,
     ) -> Result<AvifStep, MirrorError> {
-        if mode == AvifMode::Never || !transform::wants_avif(spec, accept, probe, &self.transform)
-        {
+        if mode == AvifMode::Never || !transform::wants_avif(spec, accept, probe, &self.transform) {
             return Ok(AvifStep::Skip);
         }
         let sha = &original.meta.sha256;

@@ -58,8 +58,17 @@ impl Mirror {
             vary_accept,
         } = transform::negotiate(spec, accept, &probe, settings);
         let (name, _) = variant_name(sha, spec, format, settings);
-        let render =
-            || render_blob(&self.pool, self.metrics(), original, spec, format, settings, name);
+        let render = || {
+            render_blob(
+                &self.pool,
+                self.metrics(),
+                original,
+                spec,
+                format,
+                settings,
+                name,
+            )
+        };
         let (blob, source) = match self.store.get_variant(&name, sha, render).await {
             Ok(found) => found,
             Err(e) => {

@@ -54,7 +54,10 @@ fn photos_become_valid_avif_of_the_asked_size_and_smaller_than_webp() {
     );
     // The upstream verifier (which also names files read back from disk) knows it.
     let info = crate::upstream::verify::verify(&avif.bytes).unwrap();
-    assert_eq!((info.media_type, info.width, info.height), ("image/avif", 480, 300));
+    assert_eq!(
+        (info.media_type, info.width, info.height),
+        ("image/avif", 480, 300)
+    );
 }
 
 #[cfg(feature = "avif")]
@@ -68,7 +71,10 @@ fn alpha_is_kept_and_quality_changes_the_bytes() {
     assert_eq!((size.width, size.height), (200, 133));
     // An alpha plane is an auxiliary image: its URN is in the file.
     let urn = b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha";
-    assert!(a.bytes.windows(urn.len()).any(|w| w == urn), "no alpha plane");
+    assert!(
+        a.bytes.windows(urn.len()).any(|w| w == urn),
+        "no alpha plane"
+    );
     let low = render(&src, &spec("w=200&q=20"), OutputFormat::Avif, &settings).unwrap();
     assert!(low.bytes.len() < a.bytes.len());
 }

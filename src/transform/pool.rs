@@ -244,7 +244,11 @@ fn outcome<T>(
 fn spawn_worker(shared: &Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(shared);
-    let kind = if shared.low_priority { "idle" } else { "render" };
+    let kind = if shared.low_priority {
+        "idle"
+    } else {
+        "render"
+    };
     let spawned = thread::Builder::new()
         .name(format!("imgmirror-{kind}-{id}"))
         .spawn(move || {

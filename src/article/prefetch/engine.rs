@@ -240,10 +240,7 @@ async fn warm(
     } else {
         AvifMode::Never
     };
-    let (image, _) = retry(options, |_| {
-        mirror.image_with(&address, Some(accept), avif)
-    })
-    .await;
+    let (image, _) = retry(options, |_| mirror.image_with(&address, Some(accept), avif)).await;
     match image {
         Ok(image) => {
             report.content_type = Some(image.blob.meta.media_type.clone());

@@ -244,6 +244,11 @@ pub struct ResponseConfig {
     /// Cache-Control for the other 4xx errors. 5xx and 429 are always `no-store`.
     /// Default `public, max-age=30`.
     pub cache_control_error: String,
+    /// `max-age` (seconds) of a WebP/JPEG answer given to a client that accepts AVIF while
+    /// the AVIF rendition is rendered in the background (`Cache-Control: public,
+    /// max-age=N`, never `immutable`), so caches ask again soon and get the AVIF.
+    /// Default 60.
+    pub avif_pending_max_age_secs: u64,
 }
 
 impl Default for ResponseConfig {
@@ -254,6 +259,7 @@ impl Default for ResponseConfig {
             cache_control_permalink: "public, max-age=31536000, immutable".into(),
             cache_control_not_found: "public, max-age=60".into(),
             cache_control_error: "public, max-age=30".into(),
+            avif_pending_max_age_secs: 60,
         }
     }
 }
@@ -362,6 +368,10 @@ pub struct ArticleConfig {
     pub prefetch_attempts: u32,
     /// Largest `POST /prefetch` request body in bytes; larger ones get 413. Default 5 MiB.
     pub prefetch_max_body_bytes: u64,
+    /// Also render (and wait for) the AVIF rendition of each variant, so browsers that
+    /// accept AVIF get it on their first request. No effect without the `avif` cargo
+    /// feature or with `transform.avif_background` off. Default true.
+    pub prefetch_avif: bool,
 }
 
 impl Default for ArticleConfig {
@@ -373,6 +383,7 @@ impl Default for ArticleConfig {
             prefetch_per_host: 2,
             prefetch_attempts: 3,
             prefetch_max_body_bytes: 5 * 1024 * 1024,
+            prefetch_avif: true,
         }
     }
 }

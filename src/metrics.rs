@@ -18,6 +18,37 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// How one background AVIF job ended (`imgmirror_avif_background_renders_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AvifOutcome {
+    /// Rendered and stored.
+    Rendered,
+    /// Not queued: the queue was full (a later request offers it again).
+    Dropped,
+    /// The render failed (not offered again for a while).
+    Failed,
+    /// Nothing to do by its turn: already rendered, or the original was purged.
+    Skipped,
+}
+
+impl AvifOutcome {
+    pub const ALL: [AvifOutcome; 4] = [
+        AvifOutcome::Rendered,
+        AvifOutcome::Dropped,
+        AvifOutcome::Failed,
+        AvifOutcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AvifOutcome::Rendered => "rendered",
+            AvifOutcome::Dropped => "dropped",
+            AvifOutcome::Failed => "failed",
+            AvifOutcome::Skipped => "skipped",
+        }
+    }
+}
+
 /// `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -29,7 +60,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// Output formats a render can produce (`transform::Format::as_str`), exposed at zero
 /// from the start. Another name passed to [`Metrics::render`] still gets its own series.
-const RENDER_FORMATS: [&str; 4] = ["jpeg", "png", "webp", "gif"];
+const RENDER_FORMATS: [&str; 5] = ["jpeg", "png", "webp", "gif", "avif"];
 
 /// How one upstream request ended (`imgmirror_upstream_fetches_total{outcome}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -177,6 +208,7 @@ pub struct Metrics {
     memory_hits: Counter,
     memory_misses: Counter,
     open_connections: Gauge,
+    avif_background: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -208,8 +240,10 @@ impl Metrics {
             memory_hits: Counter::default(),
             memory_misses: Counter::default(),
             open_connections: Gauge::default(),
+            avif_background: Family::default(),
         };
         m.register();
+        m.register_avif();
         for source in ["memory", "disk", "upstream", "render"] {
             drop(m.served_bytes.get_or_create(&SourceLabel { source }));
         }
@@ -320,6 +354,29 @@ impl Metrics {
             "Client connections open",
             self.open_connections.clone(),
         );
+    }
+
+    /// The background AVIF series, at zero for every outcome from the start.
+    fn register_avif(&mut self) {
+        self.registry.register(
+            "avif_background_renders",
+            "Background AVIF renditions, by outcome (rendered, dropped: queue full, failed, skipped)",
+            self.avif_background.clone(),
+        );
+        for outcome in AvifOutcome::ALL {
+            drop(self.avif_background.get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            }));
+        }
+    }
+
+    /// Counts one background AVIF job's outcome.
+    pub fn avif_background(&self, outcome: AvifOutcome) {
+        self.avif_background
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every series.

@@ -16,12 +16,14 @@
 //! [`crate::error`]'s business.
 
 mod admission;
+mod background;
 mod keys;
 mod lookup;
 mod placeholder;
 mod variant;
 
 pub use admission::{Admission, ClientLimits, client_key};
+pub use background::AvifMode;
 pub use keys::{purge_keys, surrogate_keys};
 
 use std::sync::Arc;
@@ -116,6 +118,9 @@ pub struct Image {
     /// Unix second until which serving this again needs no revalidation of the upstream
     /// URL (`u64::MAX` by hash): how long a front end may keep the answer it built.
     pub fresh_until: u64,
+    /// Served in place of a better rendition (AVIF) that is being rendered in the
+    /// background: a front end should let caches keep it only briefly.
+    pub provisional: bool,
 }
 
 pub struct Mirror {
@@ -129,6 +134,8 @@ pub struct Mirror {
     expensive: moka::future::Cache<String, ()>,
     /// `cache.fresh_secs`, for [`Image::fresh_until`].
     fresh_secs: u64,
+    /// AVIF renditions rendered off the request path, on their own low-priority pool.
+    background: background::Background,
 }
 
 /// How long an original whose render timed out is refused (422 `too-expensive`).
@@ -140,7 +147,9 @@ impl Mirror {
         let store = Arc::new(Store::open(config, Arc::new(Metrics::new()))?);
         store.start_maintenance();
         let pool = transform::Pool::from_settings(&config.transform);
+        let background = background::Background::start(&store, &config.transform);
         Ok(Mirror {
+            background,
             store,
             transform: config.transform.clone(),
             pool,
@@ -211,7 +220,7 @@ impl Mirror {
         address: &Address,
         accept: Option<&str>,
     ) -> Result<Image, MirrorError> {
-        self.image_admitted(address, accept, &Admission::unlimited())
+        self.image_with(address, accept, AvifMode::Offer, &Admission::unlimited())
             .await
     }
 
@@ -221,6 +230,19 @@ impl Mirror {
         &self,
         address: &Address,
         accept: Option<&str>,
+        admission: &Admission,
+    ) -> Result<Image, MirrorError> {
+        self.image_with(address, accept, AvifMode::Offer, admission)
+            .await
+    }
+
+    /// [`Mirror::image_admitted`], with what to do about AVIF spelled out (the prefetcher
+    /// waits for it, or leaves it out).
+    pub async fn image_with(
+        &self,
+        address: &Address,
+        accept: Option<&str>,
+        avif: AvifMode,
         admission: &Admission,
     ) -> Result<Image, MirrorError> {
         let spec = self.spec(address.options())?;
@@ -245,9 +267,10 @@ impl Mirror {
                 vary_accept: false,
                 pinned_by: Vec::new(),
                 fresh_until,
+                provisional: false,
             },
             Some(spec) => {
-                self.variant_admitted(&original.blob, &spec, accept, admission)
+                self.variant_with(&original.blob, &spec, accept, avif, admission)
                     .await?
             }
         };

@@ -72,6 +72,7 @@ impl Mirror {
             original_sha256: hash.to_hex(),
             pinned_by: Vec::new(),
             fresh_until: u64::MAX,
+            provisional: false,
         })
     }
 

@@ -455,6 +455,14 @@ async fn image(
         Address::Permalink { .. } => (&config.cache_control_permalink, None, None),
     };
     let keys = crate::mirror::surrogate_keys(&image.original_sha256, host, &image.pinned_by);
+    // A stand-in for an AVIF being rendered: cached briefly, so the AVIF replaces it soon.
+    let provisional;
+    let cache_control = if image.provisional {
+        provisional = format!("public, max-age={}", config.avif_pending_max_age_secs);
+        &provisional
+    } else {
+        cache_control
+    };
     let headers = ImageHeaders {
         cache_control,
         etag: &image.blob.meta.sha256,
@@ -473,8 +481,12 @@ async fn image(
         sha256: &image.blob.meta.sha256,
         original_sha256: &image.original_sha256,
     };
-    state
-        .hot
-        .insert(request, &response, &image.blob.bytes, kept);
+    // A provisional answer is replaced once its AVIF is rendered, and no generation change
+    // says when: never keep it.
+    if !image.provisional {
+        state
+            .hot
+            .insert(request, &response, &image.blob.bytes, kept);
+    }
     Ok(response)
 }

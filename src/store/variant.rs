@@ -101,3 +101,54 @@ impl Store {
         Ok((blob, source))
     }
 }
+
+/// Reads that never render: what a caller needs to decide whether a rendition it would
+/// rather serve (AVIF) exists yet, without waiting for it to be made.
+impl Store {
+    /// The variant `name` from memory or disk, or `None` if it has not been rendered
+    /// (nothing is rendered here). A disk hit is put in memory, as [`Store::get_variant`]
+    /// does.
+    pub async fn peek_variant(
+        &self,
+        name: &ContentHash,
+    ) -> Result<Option<(Blob, Source)>, StoreError> {
+        let key = format!("v:{name}");
+        if let Some(blob) = self.memory.get(&key).await {
+            self.metrics.memory_cache(true);
+            self.note_use(Kind::Variant, &blob);
+            return Ok(Some((blob, Source::Memory)));
+        }
+        let (disk, hash) = (self.disk.clone(), *name);
+        let on_disk = self
+            .blocking(move || {
+                let Some(bytes) = disk
+                    .read(Kind::Variant, &hash)
+                    .map_err(|e| file_error("read", &disk.path(Kind::Variant, &hash), e))?
+                else {
+                    return Ok(None);
+                };
+                let meta = rebuild_meta(&hash, &bytes)?;
+                Ok::<_, StoreError>(Some(Blob::new(Bytes::from(bytes), meta)))
+            })
+            .await?;
+        let Some(blob) = on_disk else {
+            return Ok(None);
+        };
+        self.memory.insert(key, blob.clone()).await;
+        self.note_use(Kind::Variant, &blob);
+        Ok(Some((blob, Source::Disk)))
+    }
+
+    /// Whether the original `sha256` is still recorded (not purged): a background render
+    /// queued before a purge must not bring its variant back.
+    pub async fn has_object(&self, sha256: &str) -> Result<bool, StoreError> {
+        let (index, sha) = (self.index.clone(), sha256.to_owned());
+        self.blocking(move || {
+            index
+                .object(&sha)
+                .map(|o| o.is_some())
+                .map_err(index_error("read an object record"))
+        })
+        .await
+    }
+}

@@ -130,7 +130,7 @@ pub(super) fn render_until(
     let pixels = drop_opaque_alpha(pixels);
     let quality = settings.quality_for(format, spec.quality).unwrap_or(100);
     deadline.check()?;
-    let bytes = encode(&pixels, format, quality)?;
+    let bytes = encode(&pixels, format, quality, settings)?;
     Ok(Rendered {
         bytes,
         format,
@@ -400,7 +400,12 @@ fn drop_opaque_alpha(px: Pixels) -> Pixels {
     }
 }
 
-fn encode(px: &Pixels, format: OutputFormat, quality: u8) -> Result<Vec<u8>, TransformError> {
+fn encode(
+    px: &Pixels,
+    format: OutputFormat,
+    quality: u8,
+    settings: &Settings,
+) -> Result<Vec<u8>, TransformError> {
     let colour = if px.alpha {
         ExtendedColorType::Rgba8
     } else {
@@ -441,6 +446,15 @@ fn encode(px: &Pixels, format: OutputFormat, quality: u8) -> Result<Vec<u8>, Tra
                 .encode(&px.data, px.width, px.height, colour)
                 .map_err(|e| image_error("gif", e))?;
             Ok(out)
+        }
+        #[cfg(feature = "avif")]
+        OutputFormat::Avif => super::avif::encode(px, quality, settings.avif_speed),
+        #[cfg(not(feature = "avif"))]
+        OutputFormat::Avif => {
+            let _ = settings;
+            Err(TransformError::Unsupported(
+                "avif output is not built in (cargo feature `avif`)".into(),
+            ))
         }
     }
 }

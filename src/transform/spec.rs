@@ -139,6 +139,7 @@ fn parse_format(v: &str) -> Result<FormatChoice, SpecError> {
         "png" => Ok(FormatChoice::Fixed(OutputFormat::Png)),
         "webp" => Ok(FormatChoice::Fixed(OutputFormat::Webp)),
         "gif" => Ok(FormatChoice::Fixed(OutputFormat::Gif)),
+        "avif" if super::AVIF_ENABLED => Ok(FormatChoice::Fixed(OutputFormat::Avif)),
         // Named apart so a client learns it is a known format this build does not write.
         "avif" => Err(SpecError::FormatNotEnabled("avif")),
         _ => Err(SpecError::bad(
@@ -291,6 +292,15 @@ impl Spec {
 
     pub fn format(&self) -> FormatChoice {
         self.format
+    }
+
+    /// This spec with the output format fixed to `format` (its canonical name for that
+    /// format is the same as for `auto` choosing it, so both name one variant).
+    pub fn with_format(&self, format: OutputFormat) -> Spec {
+        Spec {
+            format: FormatChoice::Fixed(format),
+            ..self.clone()
+        }
     }
 
     /// The explicit `q`, if any; see [`Settings::quality_for`] for the effective one.

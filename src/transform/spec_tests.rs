@@ -194,11 +194,6 @@ fn bad_values_name_the_option() {
             "format: must be one of jpeg, png, webp, avif, gif, auto",
         ),
         (
-            "format=avif",
-            "format-not-enabled",
-            "format: avif output not enabled",
-        ),
-        (
             "bg=12345",
             "bad-option",
             "bg: must be a hex colour (rgb, rgba, rrggbb or rrggbbaa)",
@@ -210,6 +205,17 @@ fn bad_values_name_the_option() {
         ),
         ("w=1&w=2", "bad-option", "w: given more than once"),
     ];
+    // Without the `avif` feature AVIF is a known format this build does not write.
+    #[cfg(not(feature = "avif"))]
+    let cases = {
+        let mut cases = cases.to_vec();
+        cases.push((
+            "format=avif",
+            "format-not-enabled",
+            "format: avif output not enabled",
+        ));
+        cases
+    };
     for (q, code, msg) in cases {
         let err = parse(q).expect_err(q);
         assert_eq!((err.code(), err.to_string().as_str()), (code, msg), "{q}");

@@ -4,6 +4,7 @@
 mod articles;
 mod articles_rewrite;
 mod audit;
+mod avif;
 mod browser;
 mod browser_placeholders;
 mod cdn;

@@ -4,7 +4,9 @@
 //!
 //! For each job: the original ([`Mirror::original`]), then its pins, then every variant URL
 //! for every [`WARM_ACCEPTS`] ([`Mirror::image`], the same call the HTTP server makes for a
-//! GET). Outcomes come from the typed results. One retry policy ([`retry`]) serves
+//! GET; with AVIF prefetch on, the AVIF-accepting request waits for the AVIF rendition
+//! instead of leaving it to the background, and the WebP that browsers without AVIF get is
+//! warmed as a row of its own). Outcomes come from the typed results. One retry policy ([`retry`]) serves
 //! originals and variants: transient failures (timeouts, 5xx, 429, resets, a full render
 //! queue) are retried with exponential backoff; definite answers (4xx, not an image, a
 //! refused destination) are not, since asking again cannot change them.
@@ -22,7 +24,7 @@ use super::plan::Job;
 use super::report::{ImageReport, PrefetchReport, Status, VariantReport};
 use crate::config::ArticleConfig;
 use crate::error::{Chain, Error};
-use crate::mirror::{Mirror, MirrorError};
+use crate::mirror::{AvifMode, Mirror, MirrorError};
 use crate::store::Source;
 use crate::url_grammar;
 
@@ -30,6 +32,20 @@ use crate::url_grammar;
 /// WebP rendition `format=auto` picks for them is ready) and a plain `image/*` (the
 /// fallback rendition older clients and crawlers get).
 pub const WARM_ACCEPTS: [&str; 2] = ["image/avif,image/webp,*/*", "image/*"];
+
+/// With AVIF prefetch on, the first of [`WARM_ACCEPTS`] gets the AVIF rendition; this one
+/// warms the WebP rendition of browsers that take WebP but not AVIF.
+pub const WARM_ACCEPT_WEBP: &str = "image/webp,*/*";
+
+/// The `Accept` headers one prefetch warms each variant with, in report order.
+pub fn warm_accepts(avif: bool) -> Vec<&'static str> {
+    let [first, rest] = WARM_ACCEPTS;
+    if avif {
+        vec![first, WARM_ACCEPT_WEBP, rest]
+    } else {
+        vec![first, rest]
+    }
+}
 
 /// How hard a prefetch pushes.
 #[derive(Debug, Clone)]
@@ -45,6 +61,8 @@ pub struct Options {
     /// Also compute each image's placeholder (a small decode on the render pool), so
     /// `rewrite --placeholders` gets it from the report, locally or through a server.
     pub placeholders: bool,
+    /// Render the AVIF renditions too (`article.prefetch_avif`, and the `avif` feature).
+    pub avif: bool,
 }
 
 impl Options {
@@ -55,6 +73,7 @@ impl Options {
             attempts: config.prefetch_attempts.max(1),
             backoff: Duration::from_millis(500),
             placeholders: true,
+            avif: config.prefetch_avif && crate::transform::AVIF_ENABLED,
         }
     }
 }
@@ -193,7 +212,7 @@ async fn prefetch_one(
         }
     }
     for path in &job.variants {
-        for accept in WARM_ACCEPTS {
+        for accept in warm_accepts(options.avif) {
             report
                 .variants
                 .push(warm(&mirror, path, accept, &options).await);
@@ -216,7 +235,16 @@ async fn warm(
         Ok(address) => address,
         Err(e) => return failed_variant(report, &Error::Url(e)),
     };
-    let (image, _) = retry(options, |_| mirror.image(&address, Some(accept))).await;
+    let avif = if options.avif {
+        AvifMode::Await
+    } else {
+        AvifMode::Never
+    };
+    let unlimited = crate::mirror::Admission::unlimited();
+    let (image, _) = retry(options, |_| {
+        mirror.image_with(&address, Some(accept), avif, &unlimited)
+    })
+    .await;
     match image {
         Ok(image) => {
             report.content_type = Some(image.blob.meta.media_type.clone());
@@ -273,6 +301,7 @@ mod tests {
             attempts,
             backoff: Duration::from_millis(1),
             placeholders: false,
+            avif: false,
         }
     }
 

@@ -19,7 +19,7 @@ pub mod inputs;
 pub mod plan;
 pub mod report;
 
-pub use engine::{Options, WARM_ACCEPTS, run};
+pub use engine::{Options, WARM_ACCEPT_WEBP, WARM_ACCEPTS, run, warm_accepts};
 pub use inputs::{Via, prefetch_inputs};
 pub use plan::{Job, Plan, image_upstream};
 pub use report::{Event, ImageReport, PrefetchReport, Status, VariantReport, VariantStatus};

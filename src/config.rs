@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use crate::config_store::{Backend, StoreConfig};
+
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/imgmirror.toml";
 
@@ -46,6 +48,8 @@ pub struct Config {
     pub article: ArticleConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// Where the mirror lives: `cache.dir` alone, or a shared S3 bucket (see config_store.rs).
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -464,6 +468,7 @@ impl Config {
                 message: e.to_string(),
             });
         }
+        self.store.validate()?;
         validate_article(&self.article)
     }
 }
@@ -544,7 +549,8 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 9] = [
+    const SECTIONS: [&str; 10] = [
+        "store",
         "server",
         "cache",
         "upstream",

@@ -68,7 +68,7 @@ impl MirrorError {
     pub fn is_transient(&self) -> bool {
         match self {
             MirrorError::Store(StoreError::Upstream(e)) => e.is_transient(),
-            MirrorError::Store(StoreError::WaitTimeout(_)) => true,
+            MirrorError::Store(StoreError::WaitTimeout(_) | StoreError::Shared(_)) => true,
             MirrorError::Pool(PoolError::Overloaded) => true,
             _ => false,
         }

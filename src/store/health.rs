@@ -19,9 +19,11 @@ impl Store {
         &self.metrics
     }
 
-    /// Ready to serve: a probe file can be created in `tmp/` (so commits can start) and
-    /// the index answers a read transaction. The error names what failed.
+    /// Ready to serve: a probe file can be created in `tmp/` (so commits can start), the
+    /// index answers a read transaction, and a shared store (s3) answers a read. The error
+    /// names what failed.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
+        self.check_shared_ready().await?;
         let (disk, index) = (self.disk.clone(), self.index.clone());
         self.blocking(move || {
             disk.check_writable()

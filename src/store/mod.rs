@@ -25,6 +25,9 @@ mod lookup;
 mod pin;
 mod purge;
 mod revalidate;
+pub mod shared;
+mod shared_purge;
+mod tiered;
 mod variant;
 pub mod verify;
 
@@ -76,6 +79,8 @@ pub enum Source {
     Disk,
     Upstream,
     Render,
+    /// The shared store (`store.backend = "s3"`), missing from this node's local layers.
+    Shared,
 }
 
 impl Source {
@@ -85,6 +90,7 @@ impl Source {
             Source::Disk => "disk",
             Source::Upstream => "upstream",
             Source::Render => "render",
+            Source::Shared => "shared",
         }
     }
 }
@@ -146,6 +152,9 @@ pub enum StoreError {
     /// Internal signal: the index names an object whose file is gone.
     #[error("object {0} is missing")]
     Missing(String),
+    /// The shared store (`store.backend = "s3"`) failed or cannot be reached.
+    #[error("the shared store is unavailable")]
+    Shared(#[source] Arc<shared::SharedError>),
 }
 
 /// Counters for `/metrics` and for tests that must prove work was not repeated.
@@ -176,6 +185,9 @@ pub struct Store {
     touches: Mutex<budget::Touches>,
     evicting: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
+    /// The bucket every node shares (`store.backend = "s3"`); the layers above are then
+    /// this node's read-through cache in front of it (see [`tiered`]).
+    shared: Option<Arc<shared::Shared>>,
 }
 
 impl Store {
@@ -193,6 +205,14 @@ impl Store {
         let usage = budget::Usage::measure(&index)?;
         let fetcher =
             Fetcher::new(&config.upstream).map_err(|e| StoreError::Client(Arc::new(e)))?;
+        let shared = tiered::open_shared(&config.store)?;
+        let mut budget = Budget::from_config(&config.cache);
+        if shared.is_some() {
+            // The bucket keeps every original: locally they are only a cache.
+            budget.evict_originals = true;
+            budget.backed = true;
+        }
+        let urls = tiered::url_cache(&config.store);
         let memory = Cache::builder()
             .max_capacity(config.cache.memory_bytes)
             .weigher(|_key: &String, blob: &Blob| -> u32 {
@@ -212,18 +232,19 @@ impl Store {
             index: Arc::new(index),
             fetcher,
             memory,
-            urls: Cache::new(100_000),
+            urls,
             negative,
             revalidating: Mutex::new(HashSet::new()),
             blocking_slots: tokio::sync::Semaphore::new(BLOCKING_SLOTS),
             fresh: Duration::from_secs(config.cache.fresh_secs),
             wait_timeout: Duration::from_secs(config.upstream.timeout_secs + 15),
             stats: Stats::default(),
-            budget: Budget::from_config(&config.cache),
+            budget,
             usage: Arc::new(usage),
             touches: budget::touches(),
             evicting: tokio::sync::Mutex::new(()),
             metrics,
+            shared,
         };
         store.publish_usage();
         Ok(store)
@@ -304,6 +325,7 @@ impl Store {
     /// Forgets a URL: the next request fetches it again. Objects stay.
     pub async fn forget(&self, url: &Url) -> Result<bool, StoreError> {
         let key = url.to_string();
+        let shared_had = self.forget_shared(&key).await?;
         let index = self.index.clone();
         let k = key.clone();
         let removed = self
@@ -311,7 +333,7 @@ impl Store {
             .await?;
         self.urls.invalidate(&key).await;
         self.negative.invalidate(&key).await;
-        Ok(removed)
+        Ok(removed || shared_had)
     }
 
     /// The index entry for `url`: from memory, the index, or a first fetch, coalescing
@@ -323,12 +345,7 @@ impl Store {
     ) -> Result<Arc<UrlEntry>, StoreError> {
         let key = url.to_string();
         let load = async {
-            let index = self.index.clone();
-            let k = key.clone();
-            if let Some(entry) = self
-                .blocking(move || index.url(&k).map_err(index_error("read a URL")))
-                .await?
-            {
+            if let Some(entry) = self.known_entry(&key).await? {
                 return Ok(Arc::new(entry));
             }
             if let Some(failure) = self.negative.get(&key).await {
@@ -407,6 +424,14 @@ impl Store {
             pinned_by: previous.map(|p| p.pinned_by.clone()).unwrap_or_default(),
         };
         let info = image.info;
+        // Shared store first: nothing is acknowledged that is not there.
+        let shared = self.shared.is_some();
+        if shared {
+            match self.commit_shared(&image.bytes, entry, only_if_present).await? {
+                Some(committed) => entry = committed,
+                None => return Ok(None),
+            }
+        }
         let (entry, meta, wrote) = self
             .blocking(move || {
                 let hash = ContentHash::of(&bytes);
@@ -421,10 +446,14 @@ impl Store {
                     None => object_meta(&hash, &info, bytes.len(), now),
                 };
                 entry.sha256 = hash.to_hex();
-                // One transaction: pins made while this fetch ran are merged in.
-                let entry = index
-                    .commit_url(&meta, &entry, only_if_present)
-                    .map_err(index_error("record an object"))?;
+                // One transaction: pins made while this fetch ran are merged in. With a
+                // shared store its record (pins merged there) is copied as it is.
+                let entry = if shared {
+                    index.put_url(Some(&meta), &entry).map(Some)
+                } else {
+                    index.commit_url(&meta, &entry, only_if_present)
+                }
+                .map_err(index_error("record an object"))?;
                 Ok::<_, StoreError>((entry, meta, wrote))
             })
             .await?;
@@ -450,10 +479,11 @@ impl Store {
             return Ok((blob, Source::Memory));
         }
         let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *hash);
+        let from_shared = AtomicBool::new(false);
         let blob = self
             .memory
-            .try_get_with(key, async move {
-                self.blocking(move || {
+            .try_get_with(key, async {
+                let local = self.blocking(move || {
                     let bytes = disk
                         .read(Kind::Object, &hash)
                         .map_err(|e| file_error("read", &disk.path(Kind::Object, &hash), e))?
@@ -466,13 +496,24 @@ impl Store {
                         None => rebuild_meta(&hash, &bytes)?,
                     };
                     Ok(Blob::new(Bytes::from(bytes), meta))
-                })
-                .await
+                });
+                match local.await {
+                    Err(StoreError::Missing(_)) if self.shared.is_some() => {
+                        from_shared.store(true, Ordering::Relaxed);
+                        self.object_from_shared(&hash).await
+                    }
+                    other => other,
+                }
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())?;
         self.note_use(Kind::Object, &blob);
-        Ok((blob, Source::Disk))
+        let source = if from_shared.load(Ordering::Relaxed) {
+            Source::Shared
+        } else {
+            Source::Disk
+        };
+        Ok((blob, source))
     }
 }
 

@@ -28,6 +28,7 @@ mod revalidate;
 pub mod shared;
 mod shared_purge;
 mod tiered;
+pub mod transfer;
 mod variant;
 pub mod verify;
 

@@ -129,9 +129,10 @@ impl Shared {
         }
         let timeout = Duration::from_secs(config.timeout_secs);
         let store = builder
-            .with_allow_http(config.allow_http)
+            // Client options replace the builder's: allow_http goes in them.
             .with_client_options(
                 ClientOptions::new()
+                    .with_allow_http(config.allow_http)
                     .with_timeout(timeout)
                     .with_connect_timeout(Duration::from_secs(config.timeout_secs.min(3))),
             )
@@ -291,6 +292,21 @@ impl Shared {
 
     pub async fn delete(&self, space: Space, name: &str) -> Result<(), SharedError> {
         let key = Self::key(space, name);
+        self.delete_key(&key).await
+    }
+
+    /// Moves a damaged key to `quarantine/<space>-<name>.<unix nanos>` (never deleted: an
+    /// operator decides).
+    pub async fn quarantine(&self, space: Space, name: &str) -> Result<(), SharedError> {
+        let key = Self::key(space, name);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let aside = Path::from(format!("quarantine/{}-{name}.{nanos}", space.dir()));
+        self.store
+            .copy(&key, &aside)
+            .await
+            .map_err(|source| request_error("quarantine", &key, source))?;
         self.delete_key(&key).await
     }
 

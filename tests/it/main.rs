@@ -13,6 +13,7 @@ mod hostile_clients;
 mod hostile_images;
 mod lifecycle;
 mod mirror;
+mod s3;
 mod ssrf;
 mod store_lifecycle;
 mod support;

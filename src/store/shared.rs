@@ -110,6 +110,9 @@ impl Shared {
     /// Builds the client from `[store]` (credentials from the config or the standard
     /// `AWS_*` variables). Connects nothing yet.
     pub fn open(config: &StoreConfig) -> Result<Shared, SharedError> {
+        // reqwest is built without a default TLS crypto provider; name ours (as the
+        // upstream client does), for https endpoints.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
         if !config.endpoint.is_empty() {
             builder = builder.with_endpoint(&config.endpoint);

@@ -1,9 +1,13 @@
 //! Several nodes sharing one S3 bucket (`store.backend = "s3"`), against a real
 //! S3-compatible server on loopback: moto in server mode (`pip install 'moto[server]'`),
-//! one per test, found through `IMGMIRROR_MOTO_SERVER` or as `moto_server` on `PATH`.
-//! The tests are `#[ignore = "needs moto_server"]`, so a plain `cargo test` passes without
-//! it; `.ci/run` installs moto and runs them with `--include-ignored`, and there a missing
-//! moto fails them (never a silent skip).
+//! one per test, run by the Python that has it (`IMGMIRROR_MOTO_PYTHON`, else `python3`).
+//! It is moto's own WSGI app and werkzeug server, but single-threaded: moto's threaded
+//! `moto_server` checks `If-Match` and then writes without a lock, so two conditional
+//! updates can both pass (a real store — S3, R2, MinIO — decides atomically); serialising
+//! requests gives the atomic compare-and-set the protocol promises. The tests are
+//! `#[ignore = "needs moto_server"]`, so a plain `cargo test` passes without moto;
+//! `.ci/run` installs it and runs them with `--include-ignored`, and there a missing moto
+//! fails them (never a silent skip).
 //!
 //! Proven here: what one node mirrored another serves with the upstream gone and without
 //! asking it; purges through one node are seen by the other within
@@ -16,7 +20,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use imgmirror::config::{Backend, Config};
@@ -35,15 +39,14 @@ struct Moto {
     _child: tokio::process::Child,
 }
 
-fn moto_binary() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("IMGMIRROR_MOTO_SERVER") {
-        return path.into();
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("moto_server"))
-        .find(|p| p.is_file())
-        .expect("moto_server is not on PATH (pip install 'moto[server]', or set IMGMIRROR_MOTO_SERVER)")
+/// moto's server, one request at a time (see the module comment).
+const MOTO: &str = "import sys\n\
+from werkzeug.serving import run_simple\n\
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)\n";
+
+fn moto_python() -> std::ffi::OsString {
+    std::env::var_os("IMGMIRROR_MOTO_PYTHON").unwrap_or_else(|| "python3".into())
 }
 
 impl Moto {
@@ -52,8 +55,9 @@ impl Moto {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let child = tokio::process::Command::new(moto_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = tokio::process::Command::new(moto_python())
+            .args(["-c", MOTO, &port.to_string()])
+            .env("MOTO_PORT", port.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -73,63 +77,93 @@ impl Moto {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("moto_server did not come up on {addr}");
+        panic!("moto did not come up on {addr} (pip install 'moto[server]'; IMGMIRROR_MOTO_PYTHON names the Python that has it)");
     }
 }
 
 /// A TCP relay in front of the store, so a test can take the store away (connections
-/// refused, open ones cut) and bring it back on the same address, state intact.
+/// refused, open ones cut) and bring it back on the same address, state intact. It runs
+/// on a thread and runtime of its own: a node opening its store blocks the test's thread
+/// while it checks the store, and the relay must answer meanwhile.
 struct Relay {
     addr: SocketAddr,
     target: SocketAddr,
-    up: Arc<AtomicBool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// Serves `make_service`-style connections from `listener` on a thread of its own until
+/// the returned sender fires (or is dropped); then its runtime is dropped, which cuts
+/// every open connection.
+fn on_own_thread<F, Fut>(
+    listener: std::net::TcpListener,
+    each: F,
+) -> (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = TcpListener::from_std(listener).unwrap();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => if let Ok((stream, _)) = accepted {
+                        tokio::spawn(each(stream));
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+        });
+    });
+    (stop, thread)
 }
 
 impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    fn start(target: SocketAddr) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut relay = Relay {
             addr,
             target,
-            up: Arc::new(AtomicBool::new(false)),
-            task: None,
+            running: None,
         };
         relay.run(listener);
         relay
     }
 
-    fn run(&mut self, listener: TcpListener) {
-        let (target, up) = (self.target, self.up.clone());
-        up.store(true, Ordering::SeqCst);
-        self.task = Some(tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
+    fn run(&mut self, listener: std::net::TcpListener) {
+        let target = self.target;
+        self.running = Some(on_own_thread(listener, move |mut inbound| async move {
+            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         }));
     }
 
     /// The store is gone: the port refuses connections and open ones are cut.
-    async fn stop(&mut self) {
-        self.up.store(false, Ordering::SeqCst);
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+    fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            let _ = stop.send(());
+            thread.join().unwrap();
         }
     }
 
-    async fn restart(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
+    fn restart(&mut self) {
+        let listener = std::net::TcpListener::bind(self.addr).unwrap();
         self.run(listener);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -320,19 +354,19 @@ async fn two_nodes_pinning_one_url_for_different_articles_at_once_keep_every_pin
 #[ignore = "needs moto_server"]
 async fn a_store_outage_is_served_from_local_layers_503_for_the_rest_and_loses_nothing() {
     let moto = Moto::start().await;
-    let mut relay = Relay::start(moto.addr).await;
+    let mut relay = Relay::start(moto.addr);
     let origin = Origin::start().await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config_a = node_config(dir_a.path(), &origin, relay.addr, "outage");
     let mut a = Server::start(config_a.clone()).await;
     let mut b = Server::start(node_config(dir_b.path(), &origin, relay.addr, "outage")).await;
     let held = origin.url("/img/photo-480.jpg");
-    let cold = origin.url("/img/photo-1080.png");
+    let cold = origin.url("/img/cat-alpha.png");
     let lines = prefetch(&a, "post-a", std::slice::from_ref(&held)).await;
     assert_eq!(lines[0]["http_status"], 200, "{lines:?}");
     assert_eq!(get(a.url("/readyz")).await.0, 200);
 
-    relay.stop().await;
+    relay.stop();
     // A holds what it mirrored (memory, then local disk past the recheck window).
     assert_eq!(get(a.proxy(&held)).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -351,7 +385,7 @@ async fn a_store_outage_is_served_from_local_layers_503_for_the_rest_and_loses_n
     let (status, _, body) = get(a.url("/readyz")).await;
     assert_eq!(status, 503, "{}", text(&body));
 
-    relay.restart().await;
+    relay.restart();
     assert_eq!(get(a.url("/readyz")).await.0, 200);
     assert_eq!(get(b.proxy(&held)).await.0, 200);
     let (status, source, _) = get(a.proxy(&cold)).await;
@@ -367,53 +401,48 @@ async fn a_store_outage_is_served_from_local_layers_503_for_the_rest_and_loses_n
 }
 
 /// A fake "S3" that stores nothing and ignores `If-None-Match`/`If-Match`: every PUT
-/// succeeds, like s3rver's.
-async fn unconditional_store() -> SocketAddr {
+/// succeeds, like s3rver's. On its own thread (see [`Relay`]); stops when dropped.
+fn unconditional_store() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     use http_body_util::Full;
     use hyper::service::service_fn;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let puts = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let puts = puts.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let n = puts.fetch_add(usize::from(req.method() == http::Method::PUT), Ordering::SeqCst);
-                    async move {
-                        let status = match *req.method() {
-                            http::Method::PUT => 200,
-                            http::Method::DELETE => 204,
-                            _ => 404,
-                        };
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .status(status)
-                                .header("etag", format!("\"etag-{n}\""))
-                                .body(Full::new(bytes::Bytes::new()))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+    let (stop, _thread) = on_own_thread(listener, move |stream| {
+        let puts = puts.clone();
+        async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let n = puts.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let status = match *req.method() {
+                        http::Method::PUT => 200,
+                        http::Method::DELETE => 204,
+                        _ => 404,
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(status)
+                            .header("etag", format!("\"etag-{n}\""))
+                            .body(Full::new(bytes::Bytes::new()))
+                            .unwrap(),
+                    )
+                }
             });
+            let _ = hyper_util::server::conn::auto::Builder::new(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
         }
     });
-    addr
+    (addr, stop)
 }
 
 #[tokio::test]
 async fn start_up_refuses_a_store_that_ignores_conditional_writes_unless_told_it_is_unsafe() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = unconditional_store().await;
+    let (store, _stop) = unconditional_store();
     let mut config = node_config(dir.path(), &origin, store, "");
     let refused = imgmirror::server::State::new(config.clone()).err().expect("must refuse");
     let message = imgmirror::error::Chain(&refused).to_string();
@@ -422,4 +451,96 @@ async fn start_up_refuses_a_store_that_ignores_conditional_writes_unless_told_it
     config.store.unsafe_unconditional_writes = true;
     assert!(imgmirror::server::State::new(config).is_ok());
     assert!(crate::support::logged(&["running with unconditional writes"]));
+}
+
+/// A config file for the binary: `cache.dir`, and with `store` the bucket.
+fn config_file(dir: &Path, cache: &Path, store: Option<(SocketAddr, &str)>) -> std::path::PathBuf {
+    let mut text = format!("[cache]\ndir = {:?}\n", cache.to_str().unwrap());
+    if let Some((addr, prefix)) = store {
+        text.push_str(&format!(
+            "[store]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"{prefix}\"\n\
+             endpoint = \"http://{addr}\"\nregion = \"us-east-1\"\nallow_http = true\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\n"
+        ));
+    }
+    let name = if store.is_some() { "s3.toml" } else { "disk.toml" };
+    let path = dir.join(format!("{}-{name}", cache.file_name().unwrap().to_str().unwrap()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn run_json(args: &[&str]) -> (i32, Value) {
+    let out = imgmirror_with(args, &[]).await;
+    let stdout = text(&out.stdout);
+    let value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|_| panic!("{args:?}: {stdout} {}", text(&out.stderr)));
+    (out.status.code().unwrap_or(-1), value)
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server"]
+async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_the_upstream_gone() {
+    let moto = Moto::start().await;
+    let mut origin = Origin::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (disk_dir, node_dir, back_dir) = (
+        work.path().join("disk"),
+        work.path().join("node"),
+        work.path().join("back"),
+    );
+    let mut disk_config = config_for(&disk_dir, Some(&origin));
+    disk_config.admin.token = TOKEN.into();
+    let mut server = Server::start(disk_config).await;
+    let urls = vec![origin.url("/img/photo-480.jpg"), origin.url("/img/cat-alpha.png")];
+    let lines = prefetch(&server, "post-a", &urls).await;
+    let images: Vec<_> = lines.iter().filter(|l| l["event"] == "image").collect();
+    assert!(images.len() == 2 && images.iter().all(|l| l["http_status"] == 200), "{lines:?}");
+    let variant = format!("/?url={}&w=100&format=jpeg", crate::support::enc(&urls[0]));
+    assert_eq!(get(server.url(&variant)).await.0, 200);
+    server.stop().await;
+
+    let disk_toml = config_file(work.path(), &disk_dir, None);
+    let s3_toml = config_file(work.path(), &node_dir, Some((moto.addr, "migrated")));
+    let (disk_toml, s3_toml) = (disk_toml.to_str().unwrap(), s3_toml.to_str().unwrap());
+    let args = ["migrate", "--config", disk_toml, "--to-config", s3_toml];
+    let (code, report) = run_json(&args).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["objects_copied"], 2, "{report}");
+    assert!(report["variants_copied"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["urls"], 2, "{report}");
+    // Resumable: a second run finds everything there and copies nothing.
+    let (code, report) = run_json(&args).await;
+    assert_eq!((code, &report["objects_copied"], &report["objects_present"]), (0, &Value::from(0), &Value::from(2)), "{report}");
+
+    let (code, report) = run_json(&["verify", "--config", s3_toml, "--json"]).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["objects"], 2, "{report}");
+    assert!(report["mismatched"].as_array().unwrap().is_empty(), "{report}");
+    let (code, stats) = run_json(&["stats", "--config", s3_toml, "--json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!((&stats["originals"]["count"], &stats["urls"], &stats["pinned"]["count"]), (&Value::from(2), &Value::from(2), &Value::from(2)), "{stats}");
+
+    // A node on the bucket, with an empty local cache, serves both with the upstream gone.
+    origin.stop().await;
+    let mut node_config = node_config(&node_dir, &origin, moto.addr, "migrated");
+    node_config.cache.dir = node_dir.clone();
+    let mut node = Server::start(node_config.clone()).await;
+    for (url, file) in urls.iter().zip(["photo-480.jpg", "cat-alpha.png"]) {
+        let (status, source, body) = get(node.proxy(url)).await;
+        assert_eq!((status, source.as_str()), (200, "shared"), "{url}");
+        assert!(body == fixture(file));
+    }
+    assert_eq!(get(node.url(&variant)).await.1, "shared");
+    assert_eq!(upstream_fetches(&node).await, 0.0);
+    let record = bucket(&node_config).url(&urls[0]).await.unwrap().unwrap();
+    assert_eq!(record.pinned_by, ["post-a"]);
+    node.stop().await;
+
+    // And back: bucket → a new data directory, which verifies clean.
+    let back_toml = config_file(work.path(), &back_dir, None);
+    let back_toml = back_toml.to_str().unwrap();
+    let (code, report) = run_json(&["migrate", "--config", s3_toml, "--to-config", back_toml]).await;
+    assert_eq!((code, &report["objects_copied"], &report["urls"]), (0, &Value::from(2), &Value::from(2)), "{report}");
+    let out = imgmirror(&["verify", "--config", back_toml]).await;
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }

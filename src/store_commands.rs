@@ -243,14 +243,22 @@ pub async fn migrate(config: &Config, to: &Path) -> anyhow::Result<ExitCode> {
     let same = match (config.store.is_shared(), target.store.is_shared()) {
         (false, false) => config.cache.dir == target.cache.dir,
         (true, true) => {
-            let key = |c: &Config| (c.store.endpoint.clone(), c.store.bucket.clone(), c.store.prefix.trim_matches('/').to_owned());
+            let key = |c: &Config| {
+                (
+                    c.store.endpoint.clone(),
+                    c.store.bucket.clone(),
+                    c.store.prefix.trim_matches('/').to_owned(),
+                )
+            };
             key(config) == key(&target)
         }
         _ => false,
     };
     anyhow::ensure!(!same, "{} names the same store as the source", to.display());
-    let from = Side::open(config).map_err(|e| anyhow::anyhow!("source: {}", imgmirror::error::Chain(&e)))?;
-    let into = Side::open(&target).map_err(|e| anyhow::anyhow!("destination: {}", imgmirror::error::Chain(&e)))?;
+    let from = Side::open(config)
+        .map_err(|e| anyhow::anyhow!("source: {}", imgmirror::error::Chain(&e)))?;
+    let into = Side::open(&target)
+        .map_err(|e| anyhow::anyhow!("destination: {}", imgmirror::error::Chain(&e)))?;
     let report = transfer::migrate(&from, &into, &|| {}).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if report.failed.is_empty() {

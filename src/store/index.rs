@@ -190,7 +190,11 @@ impl Index {
     /// Writes a URL's record as given (a copy of the shared store's, which is
     /// authoritative: its pins are not merged with the local ones), and `object` unless
     /// known.
-    pub fn put_url(&self, object: Option<&ObjectMeta>, entry: &UrlEntry) -> Result<UrlEntry, IndexError> {
+    pub fn put_url(
+        &self,
+        object: Option<&ObjectMeta>,
+        entry: &UrlEntry,
+    ) -> Result<UrlEntry, IndexError> {
         let txn = db_err!(self.db.begin_write())?;
         {
             if let Some(object) = object {

@@ -428,7 +428,10 @@ impl Store {
         // Shared store first: nothing is acknowledged that is not there.
         let shared = self.shared.is_some();
         if shared {
-            match self.commit_shared(&image.bytes, entry, only_if_present).await? {
+            match self
+                .commit_shared(&image.bytes, entry, only_if_present)
+                .await?
+            {
                 Some(committed) => entry = committed,
                 None => return Ok(None),
             }

@@ -239,7 +239,11 @@ impl Shared {
 
     /// The content under `objects/<hash>` or `variants/<hash>`, or `None` when absent or
     /// damaged (its content no longer matches its name: logged, not served).
-    pub async fn get(&self, space: Space, hash: &ContentHash) -> Result<Option<Bytes>, SharedError> {
+    pub async fn get(
+        &self,
+        space: Space,
+        hash: &ContentHash,
+    ) -> Result<Option<Bytes>, SharedError> {
         let key = Self::key(space, &hash.to_hex());
         let Some(bytes) = self.get_raw(&key).await? else {
             return Ok(None);
@@ -257,7 +261,12 @@ impl Shared {
 
     /// Writes `bytes` (a variant: plus its trailer) under `hash` unless the key exists;
     /// whether it wrote. For objects the caller guarantees `hash` is their SHA-256.
-    pub async fn put(&self, space: Space, hash: &ContentHash, bytes: Bytes) -> Result<bool, SharedError> {
+    pub async fn put(
+        &self,
+        space: Space,
+        hash: &ContentHash,
+        bytes: Bytes,
+    ) -> Result<bool, SharedError> {
         let key = Self::key(space, &hash.to_hex());
         let payload = match space {
             Space::Objects => PutPayload::from_bytes(bytes),
@@ -336,7 +345,10 @@ impl Shared {
         Ok(self.url_versioned(url).await?.map(|(entry, _)| entry))
     }
 
-    async fn url_versioned(&self, url: &str) -> Result<Option<(UrlEntry, UpdateVersion)>, SharedError> {
+    async fn url_versioned(
+        &self,
+        url: &str,
+    ) -> Result<Option<(UrlEntry, UpdateVersion)>, SharedError> {
         let key = Self::url_key(url);
         let got = match self.store.get(&key).await {
             Ok(got) => got,
@@ -380,10 +392,15 @@ impl Shared {
             };
             let json = serde_json::to_vec(&new).unwrap_or_default();
             let opts = PutOptions::from(mode);
-            match self.store.put_opts(&key, PutPayload::from(json), opts).await {
+            match self
+                .store
+                .put_opts(&key, PutPayload::from(json), opts)
+                .await
+            {
                 Ok(_) => return Ok(Some(new)),
                 Err(
-                    object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
                 ) => {
                     // Someone else wrote first: back off a little (jittered, so two nodes
                     // do not collide again in lockstep), then re-read.
@@ -491,7 +508,10 @@ mod tests {
     fn content_is_checked_against_its_name() {
         let bytes = Bytes::from_static(b"original");
         let hash = ContentHash::of(&bytes);
-        assert_eq!(check_content(Space::Objects, &hash, bytes.clone()), Some(bytes.clone()));
+        assert_eq!(
+            check_content(Space::Objects, &hash, bytes.clone()),
+            Some(bytes.clone())
+        );
         let other = ContentHash::of(b"other");
         assert_eq!(check_content(Space::Objects, &other, bytes), None);
         let mut variant = b"rendered".to_vec();
@@ -502,7 +522,13 @@ mod tests {
             Some(&b"rendered"[..])
         );
         variant[0] ^= 1;
-        assert_eq!(check_content(Space::Variants, &name, Bytes::from(variant)), None);
-        assert_eq!(check_content(Space::Variants, &name, Bytes::from_static(b"short")), None);
+        assert_eq!(
+            check_content(Space::Variants, &name, Bytes::from(variant)),
+            None
+        );
+        assert_eq!(
+            check_content(Space::Variants, &name, Bytes::from_static(b"short")),
+            None
+        );
     }
 }

@@ -69,7 +69,11 @@ impl Store {
             self.urls.invalidate(&url).await;
             self.negative.invalidate(&url).await;
             if !report.urls.contains(&url) {
-                report.hosts.extend(Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned)));
+                report.hosts.extend(
+                    Url::parse(&url)
+                        .ok()
+                        .and_then(|u| u.host_str().map(str::to_owned)),
+                );
                 report.urls.push(url);
             }
         }
@@ -93,7 +97,10 @@ impl Store {
         let records = shared.urls().await.map_err(shared_error)?;
         let mut report = PurgeReport::default();
         let mut orphaned = Vec::new();
-        for record in records.iter().filter(|r| r.pinned_by.iter().any(|a| a == article)) {
+        for record in records
+            .iter()
+            .filter(|r| r.pinned_by.iter().any(|a| a == article))
+        {
             let updated = shared
                 .update_url(&record.url, |current| {
                     let current = current?;
@@ -113,8 +120,7 @@ impl Store {
         let kept: HashSet<&str> = records
             .iter()
             .filter(|r| {
-                r.pinned_by.iter().any(|a| a != article)
-                    && !orphaned.iter().any(|o| o.url == r.url)
+                r.pinned_by.iter().any(|a| a != article) && !orphaned.iter().any(|o| o.url == r.url)
             })
             .map(|r| r.sha256.as_str())
             .collect();
@@ -123,7 +129,11 @@ impl Store {
             if kept.contains(entry.sha256.as_str()) {
                 shared.delete_url(&entry.url).await.map_err(shared_error)?;
                 report.urls.push(entry.url.clone());
-                report.hosts.extend(Url::parse(&entry.url).ok().and_then(|u| u.host_str().map(str::to_owned)));
+                report.hosts.extend(
+                    Url::parse(&entry.url)
+                        .ok()
+                        .and_then(|u| u.host_str().map(str::to_owned)),
+                );
             } else if purged_objects.insert(entry.sha256.clone())
                 && let Some(hash) = ContentHash::parse(&entry.sha256)
             {

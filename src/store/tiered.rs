@@ -48,9 +48,7 @@ pub(super) fn open_shared(config: &StoreConfig) -> Result<Option<Arc<Shared>>, S
                     .map_err(|e| StoreError::Task(e.to_string()))?;
                 // A client of its own: connections pooled here die with this runtime.
                 let mut probe = Shared::open(config).map_err(shared_error)?;
-                runtime
-                    .block_on(probe.probe(allow))
-                    .map_err(shared_error)?;
+                runtime.block_on(probe.probe(allow)).map_err(shared_error)?;
                 Ok::<_, StoreError>(probe.is_conditional())
             })
             .join()
@@ -104,8 +102,10 @@ impl Store {
                 if local.is_some() {
                     tracing::info!(url = %key, "purged through another node; forgetting the local record");
                     let (index, k) = (self.index.clone(), key.to_owned());
-                    self.blocking(move || index.remove_url(&k).map_err(index_error("remove a URL")))
-                        .await?;
+                    self.blocking(move || {
+                        index.remove_url(&k).map_err(index_error("remove a URL"))
+                    })
+                    .await?;
                 }
                 Ok(None)
             }
@@ -197,7 +197,8 @@ impl Store {
             })
             .await?;
         let size = meta.bytes;
-        self.after_write(Kind::Object, &hash.to_hex(), size, wrote).await;
+        self.after_write(Kind::Object, &hash.to_hex(), size, wrote)
+            .await;
         Ok(Blob::new(bytes, meta))
     }
 
@@ -226,7 +227,8 @@ impl Store {
             created: super::unix_now(),
             last_used: super::unix_now(),
         };
-        let (disk, index, hash, body) = (self.disk.clone(), self.index.clone(), *name, bytes.clone());
+        let (disk, index, hash, body) =
+            (self.disk.clone(), self.index.clone(), *name, bytes.clone());
         let size = record.bytes;
         let (meta, wrote) = self
             .blocking(move || {
@@ -241,7 +243,8 @@ impl Store {
                 Ok::<_, StoreError>((rebuild_meta(&hash, &body)?, wrote))
             })
             .await?;
-        self.after_write(Kind::Variant, &name.to_hex(), size, wrote).await;
+        self.after_write(Kind::Variant, &name.to_hex(), size, wrote)
+            .await;
         Ok(Some(Blob::new(bytes, meta)))
     }
 
@@ -292,8 +295,12 @@ impl Store {
             .map_err(shared_error)?;
         if let Some(record) = &record {
             let (index, copy) = (self.index.clone(), record.clone());
-            self.blocking(move || index.put_url(None, &copy).map_err(index_error("record a pin")))
-                .await?;
+            self.blocking(move || {
+                index
+                    .put_url(None, &copy)
+                    .map_err(index_error("record a pin"))
+            })
+            .await?;
         }
         Ok(Some(record))
     }

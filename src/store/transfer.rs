@@ -235,7 +235,11 @@ impl Side {
 
 /// Copies the mirror in `from` to `to`: originals, variants (disk → bucket), then URL
 /// records, skipping what `to` already has. `progress` is called once per key.
-pub async fn migrate(from: &Side, to: &Side, progress: &(dyn Fn() + Sync)) -> Result<MigrateReport, StoreError> {
+pub async fn migrate(
+    from: &Side,
+    to: &Side,
+    progress: &(dyn Fn() + Sync),
+) -> Result<MigrateReport, StoreError> {
     let mut report = MigrateReport::default();
     let mut copied_objects = HashSet::new();
     let kinds: &[Kind] = match (from, to) {
@@ -288,13 +292,20 @@ pub async fn migrate(from: &Side, to: &Side, progress: &(dyn Fn() + Sync)) -> Re
 /// name, every URL record checked against its original. With `repair`, damaged keys are
 /// moved under `quarantine/` (never deleted); URL records of missing originals are kept
 /// (the URL is fetched again on its next request, with its pins).
-pub async fn verify_shared(shared: &Shared, repair: bool, progress: &(dyn Fn() + Sync)) -> Result<VerifyReport, StoreError> {
+pub async fn verify_shared(
+    shared: &Shared,
+    repair: bool,
+    progress: &(dyn Fn() + Sync),
+) -> Result<VerifyReport, StoreError> {
     let mut report = VerifyReport {
         repaired: repair,
         ..VerifyReport::default()
     };
     let mut present = HashSet::new();
-    for (space, kind) in [(Space::Objects, Kind::Object), (Space::Variants, Kind::Variant)] {
+    for (space, kind) in [
+        (Space::Objects, Kind::Object),
+        (Space::Variants, Kind::Variant),
+    ] {
         for listed in shared.list(space).await.map_err(shared_error)? {
             progress();
             match kind {
@@ -306,7 +317,12 @@ pub async fn verify_shared(shared: &Shared, repair: bool, progress: &(dyn Fn() +
                 report.orphans.push(key);
                 continue;
             };
-            if shared.get(space, &hash).await.map_err(shared_error)?.is_some() {
+            if shared
+                .get(space, &hash)
+                .await
+                .map_err(shared_error)?
+                .is_some()
+            {
                 present.insert(listed.name);
                 continue;
             }
@@ -328,7 +344,11 @@ pub async fn verify_shared(shared: &Shared, repair: bool, progress: &(dyn Fn() +
 }
 
 /// `imgmirror stats` of a bucket, in the shape of the local [`Inventory`].
-pub async fn inventory_shared(shared: &Shared, budget: &Budget, top: usize) -> Result<Inventory, StoreError> {
+pub async fn inventory_shared(
+    shared: &Shared,
+    budget: &Budget,
+    top: usize,
+) -> Result<Inventory, StoreError> {
     let mut inventory = Inventory {
         max_disk_bytes: budget.max_disk_bytes,
         max_variant_bytes: budget.max_variant_bytes,
@@ -379,7 +399,11 @@ fn add(mut tally: Tally, bytes: u64) -> Tally {
 /// A directory to spool a bucket through (export from and import into a bucket go by
 /// way of a local copy, so the tar format and its checks stay one implementation).
 pub fn spool_dir(base: &Path) -> std::path::PathBuf {
-    base.join(format!("imgmirror-spool-{}-{}", std::process::id(), unix_now()))
+    base.join(format!(
+        "imgmirror-spool-{}-{}",
+        std::process::id(),
+        unix_now()
+    ))
 }
 
 async fn blocking<T: Send + 'static>(

@@ -28,7 +28,9 @@ use imgmirror::store::shared::{Shared, Space};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Origin, Server, client, config_for, fixture, imgmirror, imgmirror_with, sha256, text};
+use crate::support::{
+    Origin, Server, client, config_for, fixture, imgmirror, imgmirror_with, sha256, text,
+};
 
 const TOKEN: &str = "s3-token";
 const BUCKET: &str = "imgmirror-test";
@@ -77,7 +79,9 @@ impl Moto {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("moto did not come up on {addr} (pip install 'moto[server]'; IMGMIRROR_MOTO_PYTHON names the Python that has it)");
+        panic!(
+            "moto did not come up on {addr} (pip install 'moto[server]'; IMGMIRROR_MOTO_PYTHON names the Python that has it)"
+        );
     }
 }
 
@@ -88,7 +92,10 @@ impl Moto {
 struct Relay {
     addr: SocketAddr,
     target: SocketAddr,
-    running: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 /// Serves `make_service`-style connections from `listener` on a thread of its own until
@@ -97,7 +104,10 @@ struct Relay {
 fn on_own_thread<F, Fut>(
     listener: std::net::TcpListener,
     each: F,
-) -> (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+)
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -238,9 +248,19 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
     let store = bucket(&config_a);
     let hash = sha256(&fixture("photo-480.jpg"));
     let objects = store.list(Space::Objects).await.unwrap();
-    assert_eq!(objects.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), [hash.as_str()]);
-    let record = store.url(&url).await.unwrap().expect("URL record in the bucket");
-    assert_eq!((record.sha256.as_str(), record.pinned_by.clone()), (hash.as_str(), vec!["post-a".to_string()]));
+    assert_eq!(
+        objects.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        [hash.as_str()]
+    );
+    let record = store
+        .url(&url)
+        .await
+        .unwrap()
+        .expect("URL record in the bucket");
+    assert_eq!(
+        (record.sha256.as_str(), record.pinned_by.clone()),
+        (hash.as_str(), vec!["post-a".to_string()])
+    );
 
     origin.stop().await;
     let (status, source, body) = get(b.proxy(&url)).await;
@@ -272,7 +292,11 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
     assert_eq!(origin.hits("/img/photo-480.jpg"), 1);
     assert_eq!(upstream_fetches(&b).await, 1.0);
     // ...and its fetch is the bucket's record again, without A's pin.
-    let record = store.url(&url).await.unwrap().expect("record written again by B");
+    let record = store
+        .url(&url)
+        .await
+        .unwrap()
+        .expect("record written again by B");
     assert!(record.pinned_by.is_empty(), "{record:?}");
     a.stop().await;
     b.stop().await;
@@ -381,7 +405,10 @@ async fn a_store_outage_is_served_from_local_layers_503_for_the_rest_and_loses_n
         assert_eq!(body["code"], "store-unavailable", "{body}");
     }
     let lines = prefetch(&a, "post-b", std::slice::from_ref(&cold)).await;
-    assert_ne!(lines[0]["http_status"], 200, "a prefetch must not succeed: {lines:?}");
+    assert_ne!(
+        lines[0]["http_status"], 200,
+        "a prefetch must not succeed: {lines:?}"
+    );
     let (status, _, body) = get(a.url("/readyz")).await;
     assert_eq!(status, 503, "{}", text(&body));
 
@@ -428,11 +455,10 @@ fn unconditional_store() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
                     )
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-            .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
         }
     });
     (addr, stop)
@@ -444,13 +470,23 @@ async fn start_up_refuses_a_store_that_ignores_conditional_writes_unless_told_it
     let dir = tempfile::tempdir().unwrap();
     let (store, _stop) = unconditional_store();
     let mut config = node_config(dir.path(), &origin, store, "");
-    let refused = imgmirror::server::State::new(config.clone()).err().expect("must refuse");
+    let refused = imgmirror::server::State::new(config.clone())
+        .err()
+        .expect("must refuse");
     let message = imgmirror::error::Chain(&refused).to_string();
-    assert!(message.contains("If-None-Match: * was ignored"), "{message}");
-    assert!(message.contains("store.unsafe_unconditional_writes"), "{message}");
+    assert!(
+        message.contains("If-None-Match: * was ignored"),
+        "{message}"
+    );
+    assert!(
+        message.contains("store.unsafe_unconditional_writes"),
+        "{message}"
+    );
     config.store.unsafe_unconditional_writes = true;
     assert!(imgmirror::server::State::new(config).is_ok());
-    assert!(crate::support::logged(&["running with unconditional writes"]));
+    assert!(crate::support::logged(&[
+        "running with unconditional writes"
+    ]));
 }
 
 /// A config file for the binary: `cache.dir`, and with `store` the bucket.
@@ -463,8 +499,15 @@ fn config_file(dir: &Path, cache: &Path, store: Option<(SocketAddr, &str)>) -> s
              access_key_id = \"test\"\nsecret_access_key = \"test\"\n"
         ));
     }
-    let name = if store.is_some() { "s3.toml" } else { "disk.toml" };
-    let path = dir.join(format!("{}-{name}", cache.file_name().unwrap().to_str().unwrap()));
+    let name = if store.is_some() {
+        "s3.toml"
+    } else {
+        "disk.toml"
+    };
+    let path = dir.join(format!(
+        "{}-{name}",
+        cache.file_name().unwrap().to_str().unwrap()
+    ));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -491,10 +534,16 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
     let mut disk_config = config_for(&disk_dir, Some(&origin));
     disk_config.admin.token = TOKEN.into();
     let mut server = Server::start(disk_config).await;
-    let urls = vec![origin.url("/img/photo-480.jpg"), origin.url("/img/cat-alpha.png")];
+    let urls = vec![
+        origin.url("/img/photo-480.jpg"),
+        origin.url("/img/cat-alpha.png"),
+    ];
     let lines = prefetch(&server, "post-a", &urls).await;
     let images: Vec<_> = lines.iter().filter(|l| l["event"] == "image").collect();
-    assert!(images.len() == 2 && images.iter().all(|l| l["http_status"] == 200), "{lines:?}");
+    assert!(
+        images.len() == 2 && images.iter().all(|l| l["http_status"] == 200),
+        "{lines:?}"
+    );
     let variant = format!("/?url={}&w=100&format=jpeg", crate::support::enc(&urls[0]));
     assert_eq!(get(server.url(&variant)).await.0, 200);
     server.stop().await;
@@ -510,15 +559,30 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
     assert_eq!(report["urls"], 2, "{report}");
     // Resumable: a second run finds everything there and copies nothing.
     let (code, report) = run_json(&args).await;
-    assert_eq!((code, &report["objects_copied"], &report["objects_present"]), (0, &Value::from(0), &Value::from(2)), "{report}");
+    assert_eq!(
+        (code, &report["objects_copied"], &report["objects_present"]),
+        (0, &Value::from(0), &Value::from(2)),
+        "{report}"
+    );
 
     let (code, report) = run_json(&["verify", "--config", s3_toml, "--json"]).await;
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["objects"], 2, "{report}");
-    assert!(report["mismatched"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        report["mismatched"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
     let (code, stats) = run_json(&["stats", "--config", s3_toml, "--json"]).await;
     assert_eq!(code, 0);
-    assert_eq!((&stats["originals"]["count"], &stats["urls"], &stats["pinned"]["count"]), (&Value::from(2), &Value::from(2), &Value::from(2)), "{stats}");
+    assert_eq!(
+        (
+            &stats["originals"]["count"],
+            &stats["urls"],
+            &stats["pinned"]["count"]
+        ),
+        (&Value::from(2), &Value::from(2), &Value::from(2)),
+        "{stats}"
+    );
 
     // A node on the bucket, with an empty local cache, serves both with the upstream gone.
     origin.stop().await;
@@ -539,8 +603,18 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
     // And back: bucket → a new data directory, which verifies clean.
     let back_toml = config_file(work.path(), &back_dir, None);
     let back_toml = back_toml.to_str().unwrap();
-    let (code, report) = run_json(&["migrate", "--config", s3_toml, "--to-config", back_toml]).await;
-    assert_eq!((code, &report["objects_copied"], &report["urls"]), (0, &Value::from(2), &Value::from(2)), "{report}");
+    let (code, report) =
+        run_json(&["migrate", "--config", s3_toml, "--to-config", back_toml]).await;
+    assert_eq!(
+        (code, &report["objects_copied"], &report["urls"]),
+        (0, &Value::from(2), &Value::from(2)),
+        "{report}"
+    );
     let out = imgmirror(&["verify", "--config", back_toml]).await;
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }

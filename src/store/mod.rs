@@ -12,10 +12,13 @@
 //!   older than `cache.fresh_secs` it is revalidated in the background, and a changed
 //!   upstream image becomes a new object that the URL moves to.
 //!
+//! With `store.backend = "s3"` these layers are a read-through cache in front of a bucket
+//! shared by every node ([`shared`]; the policy is [`tiered`]'s).
 //! Ordering invariant: an object's file is committed before the index names it.
 //! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
 
 pub mod archive;
+mod blob;
 mod budget;
 pub mod disk;
 mod health;
@@ -46,6 +49,7 @@ use crate::config::Config;
 pub use crate::hash::ContentHash;
 use crate::metrics::Metrics;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
+pub use blob::{Blob, Source};
 pub use budget::{Budget, UsageReport};
 pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry, VariantMeta};
@@ -53,48 +57,6 @@ pub use purge::PurgeReport;
 
 /// Blocking store operations (disk, fsync, redb, hashing) in flight at once.
 const BLOCKING_SLOTS: usize = 32;
-
-/// Bytes in memory plus what they are.
-#[derive(Debug, Clone)]
-pub struct Blob {
-    pub bytes: Bytes,
-    pub meta: Arc<ObjectMeta>,
-    /// Unix second of the last use noted for the disk budget's recency (shared by clones).
-    used: Arc<AtomicU64>,
-}
-
-impl Blob {
-    pub fn new(bytes: Bytes, meta: ObjectMeta) -> Blob {
-        Blob {
-            bytes,
-            meta: Arc::new(meta),
-            used: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-/// Where a response's bytes came from, for logs and the `X-Imgmirror-Source` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Memory,
-    Disk,
-    Upstream,
-    Render,
-    /// The shared store (`store.backend = "s3"`), missing from this node's local layers.
-    Shared,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Memory => "memory",
-            Source::Disk => "disk",
-            Source::Upstream => "upstream",
-            Source::Render => "render",
-            Source::Shared => "shared",
-        }
-    }
-}
 
 /// A mirrored original, ready to serve.
 #[derive(Debug, Clone)]
@@ -189,6 +151,8 @@ pub struct Store {
     /// The bucket every node shares (`store.backend = "s3"`); the layers above are then
     /// this node's read-through cache in front of it (see [`tiered`]).
     shared: Option<Arc<shared::Shared>>,
+    /// Originals seen in the bucket within `store.shared_recheck_secs` (permalinks).
+    confirmed: Cache<String, ()>,
 }
 
 impl Store {
@@ -213,7 +177,7 @@ impl Store {
             budget.evict_originals = true;
             budget.backed = true;
         }
-        let urls = tiered::url_cache(&config.store);
+        let (urls, confirmed) = tiered::caches(&config.store);
         let memory = Cache::builder()
             .max_capacity(config.cache.memory_bytes)
             .weigher(|_key: &String, blob: &Blob| -> u32 {
@@ -246,6 +210,7 @@ impl Store {
             evicting: tokio::sync::Mutex::new(()),
             metrics,
             shared,
+            confirmed,
         };
         store.publish_usage();
         Ok(store)
@@ -313,6 +278,7 @@ impl Store {
     /// A mirrored original by its content hash (the `/m/<sha256>` permalink).
     pub async fn get_by_hash(&self, hash: &ContentHash) -> Result<Option<Served>, StoreError> {
         match self.object(hash).await {
+            Ok(_) if !self.still_shared(hash).await? => Ok(None),
             Ok((blob, source)) => Ok(Some(Served {
                 blob,
                 source,
@@ -544,21 +510,6 @@ fn object_meta(hash: &ContentHash, info: &ImageInfo, len: usize, created: u64) -
 }
 
 impl Store {
-    /// What the store holds (see [`inventory`]). Blocks: call it off the runtime.
-    pub fn inventory(&self, top_hosts: usize) -> Result<inventory::Inventory, StoreError> {
-        inventory::Inventory::take(&self.index, self.disk.root(), &self.budget, top_hosts)
-    }
-
-    /// Streams a consistent export of this store (see [`archive`]) to `out`, while the
-    /// server keeps serving. Blocks: call it off the runtime.
-    pub fn export_to(
-        &self,
-        out: impl std::io::Write,
-        with_variants: bool,
-    ) -> Result<archive::ArchiveReport, StoreError> {
-        archive::export(&self.index, &self.disk, out, with_variants)
-    }
-
     /// Runs blocking file and database work off the async runtime, at most
     /// [`BLOCKING_SLOTS`] at a time so a burst of cold reads cannot fan out into
     /// hundreds of blocking threads.

@@ -60,14 +60,19 @@ pub(super) fn open_shared(config: &StoreConfig) -> Result<Option<Arc<Shared>>, S
 }
 
 /// URL → record: the single-flight point for first fetches and, with a shared store, the
-/// local trust window of a record (its TTL).
-pub(super) fn url_cache(config: &StoreConfig) -> Cache<String, Arc<UrlEntry>> {
+/// local trust window of a record (its TTL); and the originals confirmed in the bucket
+/// within that window (permalinks), empty without a shared store.
+pub(super) fn caches(config: &StoreConfig) -> (Cache<String, Arc<UrlEntry>>, Cache<String, ()>) {
     let builder = Cache::builder().max_capacity(100_000);
     if config.is_shared() {
         let ttl = Duration::from_secs(config.shared_recheck_secs).max(Duration::from_millis(100));
-        builder.time_to_live(ttl).build()
+        let confirmed = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(ttl)
+            .build();
+        (builder.time_to_live(ttl).build(), confirmed)
     } else {
-        builder.build()
+        (builder.build(), Cache::new(0))
     }
 }
 
@@ -162,6 +167,35 @@ impl Store {
             .map_err(shared_error)
     }
 
+    /// With a shared store, whether the original `hash` (held locally) is still in the
+    /// bucket, asked at most once per `store.shared_recheck_secs`: a local copy of an
+    /// original purged through another node goes, and is not served. Unreachable bucket:
+    /// the local copy is trusted.
+    pub(super) async fn still_shared(&self, hash: &ContentHash) -> Result<bool, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(true);
+        };
+        let key = hash.to_hex();
+        if self.confirmed.get(&key).await.is_some() {
+            return Ok(true);
+        }
+        match shared.exists(Space::Objects, hash).await {
+            Ok(true) => {
+                self.confirmed.insert(key, ()).await;
+                Ok(true)
+            }
+            Ok(false) => {
+                tracing::info!(sha256 = %key, "purged through another node; removing the local copy");
+                self.purge_objects(&[key]).await?;
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::warn!(sha256 = %key, error = %crate::error::Chain(&e), "shared store unreachable; serving the local copy");
+                Ok(true)
+            }
+        }
+    }
+
     /// An original this node does not hold, from the bucket; kept on the local disk.
     /// `Missing` when the bucket does not have it either.
     pub(super) async fn object_from_shared(&self, hash: &ContentHash) -> Result<Blob, StoreError> {
@@ -199,6 +233,7 @@ impl Store {
         let size = meta.bytes;
         self.after_write(Kind::Object, &hash.to_hex(), size, wrote)
             .await;
+        self.confirmed.insert(hash.to_hex(), ()).await;
         Ok(Blob::new(bytes, meta))
     }
 

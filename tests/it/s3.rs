@@ -298,6 +298,19 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
         .unwrap()
         .expect("record written again by B");
     assert!(record.pinned_by.is_empty(), "{record:?}");
+    // A purge of the original through A: B's permalink goes once its window is over.
+    assert_eq!(get(b.url(&format!("/m/{hash}"))).await.0, 200);
+    let response = client()
+        .delete(a.url(&format!("/purge?sha256={hash}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(store.list(Space::Objects).await.unwrap().is_empty());
+    assert!(store.url(&url).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(b.url(&format!("/m/{hash}"))).await.0, 404);
     a.stop().await;
     b.stop().await;
 }

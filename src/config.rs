@@ -15,6 +15,7 @@ use serde::Deserialize;
 #[path = "config_upstream.rs"]
 mod upstream;
 pub use upstream::UpstreamHost;
+pub use crate::config_store::{Backend, StoreConfig};
 
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/imgmirror.toml";
@@ -51,6 +52,8 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub security: crate::signing::SecurityConfig,
+    /// Where the mirror lives: `cache.dir` alone, or a shared S3 bucket (see config_store.rs).
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -517,6 +520,7 @@ impl Config {
             });
         }
         self.security.validate()?;
+        self.store.validate()?;
         validate_article(&self.article)
     }
 }
@@ -567,8 +571,9 @@ fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 10] = [
+    const SECTIONS: [&str; 11] = [
         "security",
+        "store",
         "server",
         "cache",
         "upstream",

@@ -109,6 +109,9 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::UnexpectedNotModified(_) => (StatusCode::BAD_GATEWAY, "upstream-error"),
         StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
         StoreError::ClientBusy { .. } => (StatusCode::TOO_MANY_REQUESTS, "client-busy"),
+        // The shared store (s3) is down or unreachable: try again later (503 carries
+        // Retry-After).
+        StoreError::Shared(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
         StoreError::File { .. }
         | StoreError::Index { .. }
         | StoreError::BadRecord { .. }

@@ -21,6 +21,7 @@
 
 pub mod article;
 pub mod config;
+mod config_store;
 pub mod error;
 pub mod hash;
 pub mod metrics;

@@ -122,6 +122,15 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Copy this mirror into another backend (disk → S3 and back): originals, variants,
+    /// URL records and pins, every hash verified; rerun to resume (what is there is kept)
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The destination's config file (its [store] and cache.dir)
+        #[arg(long, value_name = "FILE")]
+        to_config: PathBuf,
+    },
 }
 
 /// What `imgmirror purge` removes: exactly one.
@@ -262,7 +271,8 @@ fn main() -> anyhow::Result<ExitCode> {
         | Command::Verify { store, .. }
         | Command::Stats { store, .. }
         | Command::Export { store, .. }
-        | Command::Import { store, .. } => store,
+        | Command::Import { store, .. }
+        | Command::Migrate { store, .. } => store,
         Command::Sign(args) => &args.store,
     })?;
     init_logging(&config.log)?;
@@ -304,7 +314,7 @@ fn main() -> anyhow::Result<ExitCode> {
             store: _,
             repair,
             json,
-        } => ops::verify(&config, repair, json),
+        } => runtime.block_on(ops::verify(&config, repair, json)),
         Command::Stats {
             store: _,
             remote,
@@ -322,7 +332,11 @@ fn main() -> anyhow::Result<ExitCode> {
             let server = remote_of(&config, &remote)?;
             runtime.block_on(ops::export(&config, server, &out, with_variants))
         }
-        Command::Import { store: _, file } => ops::import(&config, &file),
+        Command::Import { store: _, file } => runtime.block_on(ops::import(&config, &file)),
+        Command::Migrate {
+            store: _,
+            to_config,
+        } => runtime.block_on(ops::migrate(&config, &to_config)),
         Command::Sign(args) => sign_commands::sign_main(&config, args),
     }
 }

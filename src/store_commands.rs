@@ -1,5 +1,7 @@
 //! The binary's store-maintenance commands (`purge`, `verify`, `stats`, `export`,
-//! `import`): parse nothing, decide nothing, print the library's reports. Part of the
+//! `import`, `migrate`): parse nothing, decide nothing, print the library's reports. With
+//! `store.backend = "s3"` they work on the bucket (export and import by way of a local
+//! spool directory, so the archive format stays one implementation). Part of the
 //! `imgmirror` binary, not of the library; `anyhow` is allowed here as in `main.rs`.
 //!
 //! Offline commands open the data directory themselves, so they refuse to run next to a
@@ -17,6 +19,7 @@ use imgmirror::config::Config;
 use imgmirror::hash::ContentHash;
 use imgmirror::mirror::{Mirror, Purge};
 use imgmirror::store::archive;
+use imgmirror::store::transfer::{self, Side};
 use imgmirror::store::verify::verify as verify_store;
 use imgmirror::store::{Budget, Disk, Index, inventory::Inventory};
 use imgmirror::url_grammar;
@@ -45,7 +48,7 @@ pub async fn purge(
     })
 }
 
-pub fn verify(config: &Config, repair: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn verify(config: &Config, repair: bool, json: bool) -> anyhow::Result<ExitCode> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -54,11 +57,22 @@ pub fn verify(config: &Config, repair: bool, json: bool) -> anyhow::Result<ExitC
         );
         bar
     });
-    let result = verify_store(&config.cache.dir, repair, &|| {
-        if let Some(bar) = &bar {
+    let tick = bar.clone();
+    let progress = move || {
+        if let Some(bar) = &tick {
             bar.inc(1);
         }
-    });
+    };
+    let result = if config.store.is_shared() {
+        match Side::open(config) {
+            Ok(Side::Shared(shared)) => transfer::verify_shared(&shared, repair, &progress).await,
+            Ok(Side::Disk { .. }) => unreachable!("a shared config opens a bucket"),
+            Err(e) => Err(e),
+        }
+    } else {
+        let dir = config.cache.dir.clone();
+        tokio::task::spawn_blocking(move || verify_store(&dir, repair, &progress)).await?
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -102,6 +116,12 @@ pub async fn stats(
                 return Ok(ExitCode::SUCCESS);
             }
             serde_json::from_value(answer["inventory"].clone())?
+        }
+        None if config.store.is_shared() => {
+            let Side::Shared(shared) = Side::open(config)? else {
+                anyhow::bail!("store.backend = \"s3\" opened no bucket");
+            };
+            transfer::inventory_shared(&shared, &Budget::from_config(&config.cache), 10).await?
         }
         None => {
             let index =
@@ -148,6 +168,22 @@ pub async fn export(
             }
             file.sync_all()?;
         }
+        None if config.store.is_shared() => {
+            // The bucket is copied to a local spool first (originals and URL records).
+            let spool = Spool::new()?;
+            let report = transfer::migrate(&Side::open(config)?, &spool.side()?, &|| {}).await?;
+            let (index, disk) = spool.open()?;
+            let written =
+                archive::export(&index, &disk, std::io::BufWriter::new(&mut file), false)?;
+            file.sync_all()?;
+            eprintln!(
+                "exported {} objects, {} urls from the bucket ({} bytes, {} skipped)",
+                written.objects,
+                written.urls,
+                written.bytes,
+                written.skipped + report.failed.len() as u64
+            );
+        }
         None => {
             let index =
                 Index::open(&config.cache.dir.join("index.redb")).map_err(|e| locked(config, e))?;
@@ -169,9 +205,24 @@ pub async fn export(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn import(config: &Config, file: &Path) -> anyhow::Result<ExitCode> {
+pub async fn import(config: &Config, file: &Path) -> anyhow::Result<ExitCode> {
     let input =
         std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if config.store.is_shared() {
+        // Checked into a local spool by the one importer, then copied into the bucket.
+        let spool = Spool::new()?;
+        let report = {
+            let (index, disk) = spool.open()?;
+            archive::import(&index, &disk, std::io::BufReader::new(input))?
+        };
+        let copied = transfer::migrate(&spool.side()?, &Side::open(config)?, &|| {}).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(if report.skipped == 0 && copied.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     std::fs::create_dir_all(&config.cache.dir)?;
     // The index first: its lock keeps a running server's directory safe from us.
     let index = Index::open(&config.cache.dir.join("index.redb")).map_err(|e| locked(config, e))?;
@@ -183,6 +234,71 @@ pub fn import(config: &Config, file: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `imgmirror migrate --to-config other.toml`: copies this config's mirror into the
+/// other's backend (resumable: what is there is skipped; every byte re-hashed).
+pub async fn migrate(config: &Config, to: &Path) -> anyhow::Result<ExitCode> {
+    let target = Config::load(to, true)?;
+    let same = match (config.store.is_shared(), target.store.is_shared()) {
+        (false, false) => config.cache.dir == target.cache.dir,
+        (true, true) => {
+            let key = |c: &Config| {
+                (
+                    c.store.endpoint.clone(),
+                    c.store.bucket.clone(),
+                    c.store.prefix.trim_matches('/').to_owned(),
+                )
+            };
+            key(config) == key(&target)
+        }
+        _ => false,
+    };
+    anyhow::ensure!(!same, "{} names the same store as the source", to.display());
+    let from = Side::open(config)
+        .map_err(|e| anyhow::anyhow!("source: {}", imgmirror::error::Chain(&e)))?;
+    let into = Side::open(&target)
+        .map_err(|e| anyhow::anyhow!("destination: {}", imgmirror::error::Chain(&e)))?;
+    let report = transfer::migrate(&from, &into, &|| {}).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A temporary data directory a bucket is copied through; removed when dropped.
+struct Spool(std::path::PathBuf);
+
+impl Spool {
+    fn new() -> anyhow::Result<Spool> {
+        let dir = transfer::spool_dir(&std::env::temp_dir());
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Spool(dir))
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.cache.dir = self.0.clone();
+        config
+    }
+
+    fn side(&self) -> anyhow::Result<Side> {
+        Ok(Side::open(&self.config())?)
+    }
+
+    fn open(&self) -> anyhow::Result<(Index, Disk)> {
+        let dir = &self.0;
+        Ok((Index::open(&dir.join("index.redb"))?, Disk::open(dir)?))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn open(config: &Config) -> anyhow::Result<Arc<Mirror>> {

@@ -75,7 +75,9 @@ impl MirrorError {
     pub fn is_transient(&self) -> bool {
         match self {
             MirrorError::Store(StoreError::Upstream(e)) => e.is_transient(),
-            MirrorError::Store(StoreError::WaitTimeout(_) | StoreError::ClientBusy { .. }) => true,
+            MirrorError::Store(
+                StoreError::WaitTimeout(_) | StoreError::ClientBusy { .. } | StoreError::Shared(_),
+            ) => true,
             MirrorError::Pool(PoolError::Overloaded) => true,
             _ => false,
         }

@@ -40,6 +40,9 @@ pub struct Budget {
     pub max_variant_bytes: u64,
     pub evict_originals: bool,
     pub refuse_when_full: bool,
+    /// A shared store keeps every original (`store.backend = "s3"`): locally they are a
+    /// cache, evictable whatever pins them.
+    pub backed: bool,
 }
 
 impl Budget {
@@ -49,6 +52,7 @@ impl Budget {
             max_variant_bytes: config.max_variant_bytes,
             evict_originals: config.evict_originals,
             refuse_when_full: config.refuse_when_full,
+            backed: false,
         }
     }
 }
@@ -389,7 +393,7 @@ fn evict_originals(
     let mut urls_of: HashMap<String, Vec<String>> = HashMap::new();
     snapshot
         .urls(|u| {
-            if !u.pinned_by.is_empty() {
+            if !u.pinned_by.is_empty() && !budget.backed {
                 pinned.insert(u.sha256.clone());
             }
             urls_of.entry(u.sha256).or_default().push(u.url);

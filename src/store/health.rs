@@ -1,5 +1,6 @@
-//! What the store tells operators: readiness (`/readyz`), the store gauges known at
-//! start-up, and upstream fetches counted and timed where they happen.
+//! What the store tells operators: readiness (`/readyz`, the shared store's reachability
+//! included), the store gauges known at start-up, upstream fetches counted and timed where
+//! they happen, and the local store's inventory and export.
 //!
 //! An extra `impl Store` block, apart from the request path in `store/mod.rs`. It records
 //! into the mirror's [`Metrics`]; it decides nothing about what is stored.
@@ -14,14 +15,31 @@ use crate::metrics::{FetchOutcome, Metrics, StoreKind};
 use crate::upstream::{Fetched, UpstreamError, Validators};
 
 impl Store {
+    /// What the store holds (see [`super::inventory`]). Blocks: call it off the runtime.
+    pub fn inventory(&self, top_hosts: usize) -> Result<super::inventory::Inventory, StoreError> {
+        super::inventory::Inventory::take(&self.index, self.disk.root(), &self.budget, top_hosts)
+    }
+
+    /// Streams a consistent export of this store (see [`super::archive`]) to `out`, while the
+    /// server keeps serving. Blocks: call it off the runtime.
+    pub fn export_to(
+        &self,
+        out: impl std::io::Write,
+        with_variants: bool,
+    ) -> Result<super::archive::ArchiveReport, StoreError> {
+        super::archive::export(&self.index, &self.disk, out, with_variants)
+    }
+
     /// The series this store records into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    /// Ready to serve: a probe file can be created in `tmp/` (so commits can start) and
-    /// the index answers a read transaction. The error names what failed.
+    /// Ready to serve: a probe file can be created in `tmp/` (so commits can start), the
+    /// index answers a read transaction, and a shared store (s3) answers a read. The error
+    /// names what failed.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
+        self.check_shared_ready().await?;
         let (disk, index) = (self.disk.clone(), self.index.clone());
         self.blocking(move || {
             disk.check_writable()

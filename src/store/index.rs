@@ -234,6 +234,29 @@ impl Index {
         }
     }
 
+    /// Writes a URL's record as given (a copy of the shared store's, which is
+    /// authoritative: its pins are not merged with the local ones), and `object` unless
+    /// known.
+    pub fn put_url(
+        &self,
+        object: Option<&ObjectMeta>,
+        entry: &UrlEntry,
+    ) -> Result<UrlEntry, IndexError> {
+        let txn = db_err!(self.db.begin_write())?;
+        {
+            if let Some(object) = object {
+                let mut objects = db_err!(txn.open_table(OBJECTS))?;
+                if db_err!(objects.get(object.sha256.as_str()))?.is_none() {
+                    db_err!(objects.insert(object.sha256.as_str(), to_json(object).as_slice()))?;
+                }
+            }
+            let mut urls = db_err!(txn.open_table(URLS))?;
+            db_err!(urls.insert(entry.url.as_str(), to_json(entry).as_slice()))?;
+        }
+        db_err!(txn.commit())?;
+        Ok(entry.clone())
+    }
+
     /// Read-modify-write of one URL's entry in one transaction: `change` edits it and says
     /// whether to write. `None` when the URL is not in the index (nothing is written).
     pub fn update_url(

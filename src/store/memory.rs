@@ -72,12 +72,24 @@ pub(super) fn blobs(bytes: u64) -> Cache<String, Blob> {
 }
 
 /// URL → index record (also the single-flight point of first fetches), within `bytes`.
-pub(super) fn url_map(bytes: u64) -> Cache<String, Arc<UrlEntry>> {
-    Cache::builder()
+pub(super) fn url_map(bytes: u64, ttl: Option<Duration>) -> Cache<String, Arc<UrlEntry>> {
+    let builder = Cache::builder()
         .max_capacity(bytes)
         .weigher(|key: &String, entry: &Arc<UrlEntry>| {
             entry_weight(key_bytes(key) + url_entry_bytes(entry))
-        })
+        });
+    match ttl {
+        Some(ttl) => builder.time_to_live(ttl).build(),
+        None => builder.build(),
+    }
+}
+
+/// Keys alone (hashes confirmed in a shared store), for `ttl`, within `bytes`.
+pub(super) fn keys(bytes: u64, ttl: Duration) -> Cache<String, ()> {
+    Cache::builder()
+        .max_capacity(bytes)
+        .time_to_live(ttl)
+        .weigher(|key: &String, _: &()| entry_weight(key_bytes(key)))
         .build()
 }
 
@@ -135,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn the_url_map_holds_its_byte_budget_whatever_the_url_lengths() {
         let budget = 1024 * 1024;
-        let map = url_map(budget);
+        let map = url_map(budget, None);
         for i in 0..2000 {
             let url = format!("http://a.test/{i}/{}", "y".repeat(4000));
             map.insert(url.clone(), Arc::new(entry(&url, None))).await;

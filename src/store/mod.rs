@@ -12,11 +12,14 @@
 //!   older than `cache.fresh_secs` it is revalidated in the background, and a changed
 //!   upstream image becomes a new object that the URL moves to.
 //!
+//! With `store.backend = "s3"` these layers are a read-through cache in front of a bucket
+//! shared by every node ([`shared`]; the policy is [`tiered`]'s).
 //! Ordering invariant: an object's file is committed before the index names it.
 //! The store knows URLs only as index keys; fetching is [`crate::upstream`]'s job.
 
 pub mod admission;
 pub mod archive;
+mod blob;
 mod budget;
 pub mod disk;
 mod group_commit;
@@ -28,6 +31,10 @@ pub mod memory;
 mod pin;
 mod purge;
 mod revalidate;
+pub mod shared;
+mod shared_purge;
+mod tiered;
+pub mod transfer;
 mod variant;
 pub mod verify;
 
@@ -46,6 +53,7 @@ pub use crate::hash::ContentHash;
 use crate::metrics::Metrics;
 use crate::upstream::{Fetched, Fetcher, Image, ImageInfo, UpstreamError};
 pub use admission::{Admission, Admitted};
+pub use blob::{Blob, Source};
 pub use budget::{Budget, UsageReport};
 pub use disk::{Disk, Kind};
 pub use index::{Index, ObjectMeta, UrlEntry, VariantMeta};
@@ -53,45 +61,6 @@ pub use purge::PurgeReport;
 
 /// Blocking store operations (disk, fsync, redb, hashing) in flight at once.
 const BLOCKING_SLOTS: usize = 32;
-
-/// Bytes in memory plus what they are.
-#[derive(Debug, Clone)]
-pub struct Blob {
-    pub bytes: Bytes,
-    pub meta: Arc<ObjectMeta>,
-    /// Unix second of the last use noted for the disk budget's recency (shared by clones).
-    used: Arc<AtomicU64>,
-}
-
-impl Blob {
-    pub fn new(bytes: Bytes, meta: ObjectMeta) -> Blob {
-        Blob {
-            bytes,
-            meta: Arc::new(meta),
-            used: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-/// Where a response's bytes came from, for logs and the `X-Imgmirror-Source` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Memory,
-    Disk,
-    Upstream,
-    Render,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Memory => "memory",
-            Source::Disk => "disk",
-            Source::Upstream => "upstream",
-            Source::Render => "render",
-        }
-    }
-}
 
 /// A mirrored original, ready to serve.
 #[derive(Debug, Clone)]
@@ -153,6 +122,9 @@ pub enum StoreError {
     /// Internal signal: the index names an object whose file is gone.
     #[error("object {0} is missing")]
     Missing(String),
+    /// The shared store (`store.backend = "s3"`) failed or cannot be reached.
+    #[error("the shared store is unavailable")]
+    Shared(#[source] Arc<shared::SharedError>),
 }
 
 /// Counters for `/metrics` and for tests that must prove work was not repeated.
@@ -194,6 +166,11 @@ pub struct Store {
     touches: Mutex<budget::Touches>,
     evicting: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
+    /// The bucket every node shares (`store.backend = "s3"`); the layers above are then
+    /// this node's read-through cache in front of it (see [`tiered`]).
+    shared: Option<Arc<shared::Shared>>,
+    /// Originals seen in the bucket within `store.shared_recheck_secs` (permalinks).
+    confirmed: Cache<String, ()>,
 }
 
 impl Store {
@@ -212,6 +189,14 @@ impl Store {
         let fetcher =
             Fetcher::new(&config.upstream).map_err(|e| StoreError::Client(Arc::new(e)))?;
         let cache = &config.cache;
+        let shared = tiered::open_shared(&config.store)?;
+        let mut budget = Budget::from_config(cache);
+        if shared.is_some() {
+            // The bucket keeps every original: locally they are only a cache.
+            budget.evict_originals = true;
+            budget.backed = true;
+        }
+        let (urls, confirmed) = tiered::caches(&config.store, cache.url_map_bytes);
         let memory = memory::blobs(cache.memory_bytes);
         let negative = memory::negative(cache.negative_bytes, cache.negative_ttl_secs);
         let store = Store {
@@ -219,18 +204,20 @@ impl Store {
             index: Arc::new(index),
             fetcher,
             memory,
-            urls: memory::url_map(cache.url_map_bytes),
+            urls,
             negative,
             revalidating: Mutex::new(HashSet::new()),
             blocking_slots: tokio::sync::Semaphore::new(BLOCKING_SLOTS),
             fresh: Duration::from_secs(config.cache.fresh_secs),
             wait_timeout: Duration::from_secs(config.upstream.timeout_secs + 15),
             stats: Stats::default(),
-            budget: Budget::from_config(&config.cache),
+            budget,
             usage: Arc::new(usage),
             touches: budget::touches(),
             evicting: tokio::sync::Mutex::new(()),
             metrics,
+            shared,
+            confirmed,
         };
         store.publish_usage();
         Ok(store)
@@ -272,6 +259,7 @@ impl Store {
     /// A mirrored original by its content hash (the `/m/<sha256>` permalink).
     pub async fn get_by_hash(&self, hash: &ContentHash) -> Result<Option<Served>, StoreError> {
         match self.object(hash).await {
+            Ok(_) if !self.still_shared(hash).await? => Ok(None),
             Ok((blob, source)) => Ok(Some(Served {
                 blob,
                 source,
@@ -285,6 +273,7 @@ impl Store {
     /// Forgets a URL: the next request fetches it again. Objects stay.
     pub async fn forget(&self, url: &Url) -> Result<bool, StoreError> {
         let key = url.to_string();
+        let shared_had = self.forget_shared(&key).await?;
         let index = self.index.clone();
         let k = key.clone();
         let removed = self
@@ -293,7 +282,7 @@ impl Store {
         self.urls.invalidate(&key).await;
         self.negative.invalidate(&key).await;
         self.stats.changed();
-        Ok(removed)
+        Ok(removed || shared_had)
     }
 
     /// One try of [`Store::entry`] (see there): the index entry for `url`, from memory,
@@ -307,12 +296,7 @@ impl Store {
     ) -> Result<Arc<UrlEntry>, StoreError> {
         let key = url.to_string();
         let load = async {
-            let index = self.index.clone();
-            let k = key.clone();
-            if let Some(entry) = self
-                .blocking(move || index.url(&k).map_err(index_error("read a URL")))
-                .await?
-            {
+            if let Some(entry) = self.known_entry(&key).await? {
                 return Ok(Arc::new(entry));
             }
             if let Some(failure) = self.negative.get(&key).await {
@@ -400,6 +384,17 @@ impl Store {
             pinned_by: previous.map(|p| p.pinned_by.clone()).unwrap_or_default(),
         };
         let info = image.info;
+        // Shared store first: nothing is acknowledged that is not there.
+        let shared = self.shared.is_some();
+        if shared {
+            match self
+                .commit_shared(&image.bytes, entry, only_if_present)
+                .await?
+            {
+                Some(committed) => entry = committed,
+                None => return Ok(None),
+            }
+        }
         let (entry, meta, wrote) = self
             .blocking(move || {
                 let hash = ContentHash::of(&bytes);
@@ -414,10 +409,14 @@ impl Store {
                     None => object_meta(&hash, &info, bytes.len(), now),
                 };
                 entry.sha256 = hash.to_hex();
-                // One transaction: pins made while this fetch ran are merged in.
-                let entry = index
-                    .commit_url(&meta, &entry, only_if_present)
-                    .map_err(index_error("record an object"))?;
+                // One transaction: pins made while this fetch ran are merged in. With a
+                // shared store its record (pins merged there) is copied as it is.
+                let entry = if shared {
+                    index.put_url(Some(&meta), &entry).map(Some)
+                } else {
+                    index.commit_url(&meta, &entry, only_if_present)
+                }
+                .map_err(index_error("record an object"))?;
                 Ok::<_, StoreError>((entry, meta, wrote))
             })
             .await?;
@@ -444,10 +443,11 @@ impl Store {
             return Ok((blob, Source::Memory));
         }
         let (disk, index, hash) = (self.disk.clone(), self.index.clone(), *hash);
+        let from_shared = AtomicBool::new(false);
         let blob = self
             .memory
-            .try_get_with(key, async move {
-                self.blocking(move || {
+            .try_get_with(key, async {
+                let local = self.blocking(move || {
                     let bytes = disk
                         .read(Kind::Object, &hash)
                         .map_err(|e| file_error("read", &disk.path(Kind::Object, &hash), e))?
@@ -460,13 +460,24 @@ impl Store {
                         None => rebuild_meta(&hash, &bytes)?,
                     };
                     Ok(Blob::new(Bytes::from(bytes), meta))
-                })
-                .await
+                });
+                match local.await {
+                    Err(StoreError::Missing(_)) if self.shared.is_some() => {
+                        from_shared.store(true, Ordering::Relaxed);
+                        self.object_from_shared(&hash).await
+                    }
+                    other => other,
+                }
             })
             .await
             .map_err(|e: Arc<StoreError>| (*e).clone())?;
         self.note_use(Kind::Object, &blob);
-        Ok((blob, Source::Disk))
+        let source = if from_shared.load(Ordering::Relaxed) {
+            Source::Shared
+        } else {
+            Source::Disk
+        };
+        Ok((blob, source))
     }
 }
 
@@ -493,21 +504,6 @@ fn object_meta(hash: &ContentHash, info: &ImageInfo, len: usize, created: u64) -
 }
 
 impl Store {
-    /// What the store holds (see [`inventory`]). Blocks: call it off the runtime.
-    pub fn inventory(&self, top_hosts: usize) -> Result<inventory::Inventory, StoreError> {
-        inventory::Inventory::take(&self.index, self.disk.root(), &self.budget, top_hosts)
-    }
-
-    /// Streams a consistent export of this store (see [`archive`]) to `out`, while the
-    /// server keeps serving. Blocks: call it off the runtime.
-    pub fn export_to(
-        &self,
-        out: impl std::io::Write,
-        with_variants: bool,
-    ) -> Result<archive::ArchiveReport, StoreError> {
-        archive::export(&self.index, &self.disk, out, with_variants)
-    }
-
     /// Runs blocking file and database work off the async runtime, at most
     /// [`BLOCKING_SLOTS`] at a time so a burst of cold reads cannot fan out into
     /// hundreds of blocking threads.

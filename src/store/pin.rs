@@ -17,6 +17,14 @@ impl Store {
     /// no-op, so re-running a prefetch never grows the list.
     pub async fn pin(&self, url: &Url, article: &str) -> Result<Option<Arc<UrlEntry>>, StoreError> {
         let key = url.to_string();
+        if let Some(pinned) = self.pin_shared(&key, article).await? {
+            let Some(entry) = pinned else {
+                return Ok(None);
+            };
+            let entry = Arc::new(entry);
+            self.urls.insert(key, entry.clone()).await;
+            return Ok(Some(entry));
+        }
         let (index, k, article_id) = (self.index.clone(), key.clone(), article.to_owned());
         // Read-modify-write of one record in one write transaction (redb serialises them),
         // so two articles pinning one URL at once both keep their pin.

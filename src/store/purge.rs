@@ -56,6 +56,9 @@ impl Store {
 
     /// Removes an original, all its variants, and every URL that points at it.
     pub async fn purge_object(&self, hash: &ContentHash) -> Result<PurgeReport, StoreError> {
+        if self.shared.is_some() {
+            return self.purge_object_shared(hash).await;
+        }
         self.purge_objects(&[hash.to_hex()]).await
     }
 
@@ -63,6 +66,18 @@ impl Store {
     /// with their originals (unless another, unpinned URL still points at the original:
     /// then only the URL goes).
     pub async fn purge_article(&self, article: &str) -> Result<PurgeReport, StoreError> {
+        if self.shared.is_some() {
+            return self.purge_article_shared(article).await;
+        }
+        self.purge_article_local(article).await
+    }
+
+    /// [`Store::purge_article`] on the local index alone (with a shared store: the local
+    /// cleanup after the bucket's).
+    pub(super) async fn purge_article_local(
+        &self,
+        article: &str,
+    ) -> Result<PurgeReport, StoreError> {
         let index = self.index.clone();
         let id = article.to_owned();
         let (unpinned, orphaned) = self
@@ -149,7 +164,11 @@ impl Store {
         self.purge_objects(&free).await
     }
 
-    async fn purge_objects(&self, objects: &[String]) -> Result<PurgeReport, StoreError> {
+    /// Removes originals, their variants and URLs from this node's local layers.
+    pub(super) async fn purge_objects(
+        &self,
+        objects: &[String],
+    ) -> Result<PurgeReport, StoreError> {
         if objects.is_empty() {
             return Ok(PurgeReport::default());
         }

@@ -58,7 +58,18 @@ impl Store {
                 if let Some(blob) = on_disk {
                     return Ok(blob);
                 }
+                if let Some(blob) = self
+                    .variant_from_shared(name, original)
+                    .await
+                    .map_err(E::from)?
+                {
+                    if let Ok(mut s) = source.lock() {
+                        *s = Source::Shared;
+                    }
+                    return Ok(blob);
+                }
                 let mut rendered = render().await?;
+                self.variant_to_shared(name, &rendered.bytes).await;
                 self.stats.renders.fetch_add(1, Ordering::Relaxed);
                 // An encoder's buffer may have grown past its length; the memory layer
                 // keeps an exact copy, so what it holds is what it weighs.

@@ -18,6 +18,7 @@ mod hostile_upstreams;
 mod lifecycle;
 mod mirror;
 mod security;
+mod s3;
 mod ssrf;
 mod store_lifecycle;
 mod support;

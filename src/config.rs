@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 #[path = "config_upstream.rs"]
 mod upstream;
-pub use upstream::UpstreamHost;
 pub use crate::config_store::{Backend, StoreConfig};
+pub use upstream::UpstreamHost;
 
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/imgmirror.toml";

@@ -31,8 +31,14 @@ impl Mirror {
         spec: &Spec,
         accept: Option<&str>,
     ) -> Result<Image, MirrorError> {
-        self.variant_with(original, spec, accept, AvifMode::Offer, &Admission::unlimited())
-            .await
+        self.variant_with(
+            original,
+            spec,
+            accept,
+            AvifMode::Offer,
+            &Admission::unlimited(),
+        )
+        .await
     }
 
     /// [`Mirror::variant`], with what to do about AVIF spelled out and a render counted

@@ -11,8 +11,8 @@
 //! [`Store::get_by_url_admitted`] and the single-flight rule for permits (only the
 //! request that leads a first fetch takes one; followers wait for free).
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;

@@ -73,11 +73,12 @@ pub(super) fn blobs(bytes: u64) -> Cache<String, Blob> {
 
 /// URL → index record (also the single-flight point of first fetches), within `bytes`.
 pub(super) fn url_map(bytes: u64, ttl: Option<Duration>) -> Cache<String, Arc<UrlEntry>> {
-    let builder = Cache::builder()
-        .max_capacity(bytes)
-        .weigher(|key: &String, entry: &Arc<UrlEntry>| {
-            entry_weight(key_bytes(key) + url_entry_bytes(entry))
-        });
+    let builder =
+        Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|key: &String, entry: &Arc<UrlEntry>| {
+                entry_weight(key_bytes(key) + url_entry_bytes(entry))
+            });
     match ttl {
         Some(ttl) => builder.time_to_live(ttl).build(),
         None => builder.build(),

@@ -147,7 +147,7 @@ fn avif_is_wanted_only_by_clients_that_list_it_for_format_auto() {
 fn without_the_feature_avif_is_never_offered_nor_rendered() {
     let settings = Settings::default();
     let jpeg = probe(&fixture("photo-1920.jpg")).unwrap();
-    assert!(!AVIF_ENABLED);
+    const { assert!(!AVIF_ENABLED) };
     assert!(!wants_avif(&spec("w=480"), Some(CHROME), &jpeg, &settings));
     let pairs = [("w", "480"), ("format", "avif")];
     let err = Spec::from_query(pairs, &settings).unwrap_err();

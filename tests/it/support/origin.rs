@@ -185,7 +185,9 @@ impl Origin {
     /// The target (path and query) and headers of every request seen so far.
     pub fn heads(&self) -> Vec<(String, http::HeaderMap)> {
         let seen = self.shared.seen.lock().unwrap();
-        seen.iter().map(|s| (s.target.clone(), s.headers.clone())).collect()
+        seen.iter()
+            .map(|s| (s.target.clone(), s.headers.clone()))
+            .collect()
     }
 
     /// Stops accepting; the port is closed when this returns.

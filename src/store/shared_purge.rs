@@ -64,7 +64,7 @@ impl Store {
             .delete(Space::Objects, &hex)
             .await
             .map_err(shared_error)?;
-        let mut report = self.purge_objects(&[hex.clone()]).await?;
+        let mut report = self.purge_objects(std::slice::from_ref(&hex)).await?;
         for url in urls {
             self.urls.invalidate(&url).await;
             self.negative.invalidate(&url).await;

@@ -197,6 +197,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_shared_store_is_try_later() {
+        let e = StoreError::Shared(std::sync::Arc::new(
+            crate::store::shared::SharedError::Contended {
+                key: "urls/ab".into(),
+            },
+        ));
+        let (status, code) = Error::from(e).status_and_code();
+        assert_eq!((status.as_u16(), code), (503, "store-unavailable"));
+    }
+
+    #[test]
     fn chain_shows_every_cause() {
         let io = std::io::Error::other("disk on fire");
         let e = StoreError::File {

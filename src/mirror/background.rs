@@ -4,7 +4,7 @@
 //! the AVIF is queued for rendering in the background.
 //!
 //! Owns the background queue and its own render pool: one low-priority thread
-//! ([`transform::Pool::background`], nice 19) fed by a bounded queue
+//! ([`transform::Pool::background`], niced) fed by a bounded queue
 //! (`transform.avif_background_queue`) with dedupe by variant name, so a flood of requests
 //! queues each rendition at most once and never more than the bound (the rest are dropped
 //! and counted; a later request offers them again). Foreground renders never wait behind

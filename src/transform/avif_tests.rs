@@ -165,7 +165,10 @@ fn without_the_feature_avif_is_never_offered_nor_rendered() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_background_pool_runs_at_nice_19_and_the_foreground_pool_does_not() {
-    let settings = Settings::default();
+    let settings = Settings {
+        avif_background_nice: 19,
+        ..Settings::default()
+    };
     // SAFETY: reads the calling thread's nice value.
     let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
     let background = Pool::background(1, 4, &settings);

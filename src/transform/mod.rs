@@ -125,6 +125,11 @@ pub struct Settings {
     /// Background AVIF renders that may wait (deduplicated by variant); when full, further
     /// ones are dropped (the next request asks again). Default 64.
     pub avif_background_queue: usize,
+    /// Nice value (0–19) of the background AVIF thread: higher yields more CPU to the
+    /// foreground, but on a machine saturated by other processes a high value can starve
+    /// the background for as long as the load lasts. Default 10 (about a tenth of a
+    /// core's share against one normal thread).
+    pub avif_background_nice: u8,
 }
 
 impl Default for Settings {
@@ -148,6 +153,7 @@ impl Default for Settings {
             avif_speed: 10,
             avif_background: true,
             avif_background_queue: 64,
+            avif_background_nice: 10,
         }
     }
 }
@@ -186,6 +192,9 @@ impl Settings {
         }
         if !(1..=10).contains(&self.avif_speed) {
             return err("avif_speed", "must be between 1 and 10");
+        }
+        if self.avif_background_nice > 19 {
+            return err("avif_background_nice", "must be between 0 and 19");
         }
         if self.avif_background_queue == 0 {
             return err("avif_background_queue", "must be at least 1");

@@ -13,8 +13,8 @@
 //! returns (renders check their own deadline, so that is normally soon), then exits.
 //!
 //! [`Pool::background`] is a second, low-priority pool for work nobody waits for (AVIF
-//! renditions): its threads run at nice 19, so the scheduler gives them what CPU the
-//! foreground workers leave, and they never take a foreground worker or queue slot.
+//! renditions): its threads run niced (`avif_background_nice`), so the scheduler favours
+//! the foreground workers, and they never take a foreground worker or queue slot.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -53,8 +53,8 @@ struct Shared {
     /// Abandoned jobs whose thread still runs (it stops when the job ends). At most
     /// `workers` of them, so stuck renders can't multiply the threads without bound.
     abandoned: AtomicUsize,
-    /// Threads (and their replacements) run at the lowest scheduling priority.
-    low_priority: bool,
+    /// Nice value for threads (and their replacements); 0 leaves them as they are.
+    nice: u8,
 }
 
 /// Why [`Pool::run`] gave no result.
@@ -110,17 +110,23 @@ impl Pool {
     /// its caller [`PoolError::Timeout`], and its worker is replaced so the pool keeps its
     /// capacity while the stuck thread finishes.
     pub fn with_timeout(workers: usize, queue: usize, timeout: Option<Duration>) -> Pool {
-        Pool::build(workers, queue, timeout, false)
+        Pool::build(workers, queue, timeout, 0)
     }
 
-    /// The low-priority pool for background renders: `workers` threads at nice 19, `queue` waiting jobs, and the render deadline
+    /// The low-priority pool for background renders: `workers` threads at nice
+    /// `avif_background_nice`, `queue` waiting jobs, and the render deadline
     /// of `settings` like [`Pool::from_settings`].
     pub fn background(workers: usize, queue: usize, settings: &Settings) -> Pool {
         let timeout = Some(settings.render_timeout() + TIMEOUT_GRACE);
-        Pool::build(workers.max(1), queue, timeout, true)
+        Pool::build(
+            workers.max(1),
+            queue,
+            timeout,
+            settings.avif_background_nice,
+        )
     }
 
-    fn build(workers: usize, queue: usize, timeout: Option<Duration>, low: bool) -> Pool {
+    fn build(workers: usize, queue: usize, timeout: Option<Duration>, nice: u8) -> Pool {
         let workers = if workers == 0 {
             thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -131,7 +137,7 @@ impl Pool {
             receiver: Mutex::new(receiver),
             next_id: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
-            low_priority: low,
+            nice,
         });
         for _ in 0..workers {
             spawn_worker(&shared);
@@ -244,16 +250,12 @@ fn outcome<T>(
 fn spawn_worker(shared: &Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(shared);
-    let kind = if shared.low_priority {
-        "idle"
-    } else {
-        "render"
-    };
+    let kind = if shared.nice > 0 { "idle" } else { "render" };
     let spawned = thread::Builder::new()
         .name(format!("imgmirror-{kind}-{id}"))
         .spawn(move || {
-            if shared.low_priority {
-                lower_priority();
+            if shared.nice > 0 {
+                lower_priority(shared.nice);
             }
             worker(&shared)
         });
@@ -263,18 +265,17 @@ fn spawn_worker(shared: &Arc<Shared>) {
     }
 }
 
-/// Lowers the calling thread to nice 19: under contention the scheduler gives it about
-/// 1.5 % of a core against one normal thread, yet it still progresses on a busy machine
-/// (`SCHED_IDLE` would starve it for as long as anything else runs). Linux only (a thread
-/// id names one thread for `setpriority` there); elsewhere the single thread alone bounds
-/// background work to one core.
-fn lower_priority() {
+/// Lowers the calling thread to `nice` (19: about 1.5 % of a core's share against one
+/// normal thread; 10: about 10 %). Not `SCHED_IDLE`, which would starve it for as long as
+/// anything else runs. Linux only (a thread id names one thread for `setpriority` there);
+/// elsewhere the single thread alone bounds background work to one core.
+fn lower_priority(nice: u8) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: plain syscalls about the calling thread; no memory is shared.
         let tid = unsafe { libc::gettid() } as libc::id_t;
         // SAFETY: as above.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } != 0 {
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, libc::c_int::from(nice)) } != 0 {
             tracing::warn!("could not lower the priority of a background render thread");
         }
     }

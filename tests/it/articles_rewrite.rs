@@ -32,12 +32,10 @@ const POSTS: &[(&str, bool, usize)] = &[
 ];
 
 async fn imgmirror(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
+    crate::support::binary()
         .args(args)
-        .env("IMGMIRROR_LOG", "warn")
         // No config file: the defaults, whatever the working directory holds.
         .current_dir(std::env::temp_dir())
-        .kill_on_drop(true)
         .output()
         .await
         .expect("run imgmirror")

@@ -13,7 +13,9 @@ use imgmirror::config::Config;
 use reqwest::header::HeaderMap;
 
 use crate::support::origin::fixture_path;
-use crate::support::{Origin, Server, client, config_for, enc, fixture, imgmirror, metric, sha256};
+use crate::support::{
+    Origin, Server, client, config_for, enc, fixture, imgmirror_with, metric, sha256,
+};
 
 const CHROME: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
 const TOKEN: &str = "avif-test-token";
@@ -27,6 +29,7 @@ fn config(dir: &std::path::Path, origin: &Origin) -> Config {
     // Other processes' builds at nice 0 would starve a niced background thread here; the
     // foreground keeps its own workers whatever the nice value.
     config.transform.avif_background_nice = 0;
+    config.article.prefetch_avif = true;
     config
 }
 
@@ -174,6 +177,8 @@ async fn foreground_renders_keep_their_workers_while_the_bounded_background_queu
     // for all of it.
     cfg.transform.workers = 1;
     cfg.transform.avif_background_queue = 2;
+    // The flood below is twelve cold renders from one client, over the per-client limit.
+    cfg.server.per_client_expensive = 0;
     let server = Server::start(cfg).await;
     let small = enc(&origin.url("/img/photo-480.jpg"));
     let cold = |w: u32| server.url(&format!("/?url={small}&w={w}"));
@@ -278,13 +283,17 @@ async fn prefetch_renders_the_avif_renditions_ahead_of_time() {
         ),
     )
     .unwrap();
-    let output = imgmirror(&[
-        "prefetch",
-        "--json",
-        "--config",
-        config_path.to_str().unwrap(),
-        post.to_str().unwrap(),
-    ])
+    let output = imgmirror_with(
+        &[
+            "prefetch",
+            "--json",
+            "--config",
+            config_path.to_str().unwrap(),
+            post.to_str().unwrap(),
+        ],
+        // The test helpers turn AVIF at prefetch off; this test is about it.
+        &[("IMGMIRROR_ARTICLE_PREFETCH_AVIF", "true")],
+    )
     .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");

@@ -99,7 +99,7 @@ async fn placeholders_are_painted_while_the_images_are_blocked() {
     let config = origin_config(dir.path(), &origin);
     let post = dir.path().join("post.md");
     std::fs::copy(fixture_path("seed-article.md"), &post).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
+    let out = crate::support::binary()
         .args([
             "rewrite",
             "--config",
@@ -108,7 +108,6 @@ async fn placeholders_are_painted_while_the_images_are_blocked() {
             "--placeholders",
         ])
         .args(["--base", BLOCKED_BASE, post.to_str().unwrap()])
-        .env("IMGMIRROR_LOG", "warn")
         .output()
         .await
         .unwrap();

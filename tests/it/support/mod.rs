@@ -71,6 +71,9 @@ pub fn config_for(dir: &Path, origin: Option<&Origin>) -> Config {
     config.cache.dir = dir.to_path_buf();
     config.server.shutdown_grace_secs = 5;
     config.upstream.timeout_secs = 5;
+    // AVIF at prefetch is tests/it/avif.rs's subject. Elsewhere it would dominate: a debug
+    // build of rav1e takes seconds per rendition and the seed article warms forty.
+    config.article.prefetch_avif = false;
     if let Some(origin) = origin {
         config.upstream.allow_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
         config.upstream.allowed_ports = vec![80, 443, origin.addr.port()];
@@ -227,14 +230,23 @@ pub async fn imgmirror(args: &[&str]) -> std::process::Output {
 
 /// [`imgmirror`] with `env` added.
 pub async fn imgmirror_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"))
+    binary()
         .args(args)
-        .env("IMGMIRROR_LOG", "warn")
         .envs(env.iter().copied())
-        .kill_on_drop(true)
         .output()
         .await
         .expect("run imgmirror")
+}
+
+/// The real binary, logging at `warn`, killed with its test, and without AVIF at prefetch
+/// (as [`config_for`]; `env` of [`imgmirror_with`] can turn it back on).
+pub fn binary() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"));
+    command
+        .env("IMGMIRROR_LOG", "warn")
+        .env("IMGMIRROR_ARTICLE_PREFETCH_AVIF", "false")
+        .kill_on_drop(true);
+    command
 }
 
 /// Output bytes as text, for assertions and their messages.

@@ -246,12 +246,13 @@ pub fn with_signature(url: String, sig: &str) -> String {
     with_options(url, &[(SIG_PARAM, sig.to_owned())])
 }
 
-/// Appends options; names and values we write are plain tokens and numbers, but a value is
-/// escaped anyway so a caller can never break the URL.
+/// Appends options; names and values we write are plain tokens and numbers, but both are
+/// escaped anyway so a caller can never break the URL (a `+`, `&` or `=` in a name would
+/// otherwise parse back as another option: found by the `url_grammar` fuzz target).
 fn with_options(mut url: String, options: &[(&str, String)]) -> String {
     for (name, value) in options {
         url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(name);
+        url.extend(utf8_percent_encode(name, URL_PARAM));
         url.push('=');
         url.extend(utf8_percent_encode(value, URL_PARAM));
     }

@@ -260,7 +260,8 @@ impl Mirror {
         let fresh_until = original
             .entry
             .as_ref()
-            .map_or(u64::MAX, |e| e.last_checked.saturating_add(self.fresh_secs));
+            .map_or(u64::MAX, |e| e.last_checked.saturating_add(self.fresh_secs))
+            .min(self.store.trusted_until());
         let mut image = match spec {
             None => Image {
                 original_sha256: original.blob.meta.sha256.clone(),

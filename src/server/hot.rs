@@ -17,7 +17,9 @@
 //!   every pin, purge, revalidation that moved a URL and re-fetch) is the one read before
 //!   the entry was built, so nothing a purge removed or a pin re-keyed is ever served;
 //! - the URL is still fresh (`fresh_until`): past it the full path runs, which starts the
-//!   background revalidation exactly as before.
+//!   background revalidation exactly as before. With a shared store it is at most
+//!   `store.shared_recheck_secs` away ([`crate::store::Store::trusted_until`]), so a purge
+//!   through another node is seen here as soon as by the full path.
 //!
 //! Only answers that came from the memory layer are kept (a second request at least), so
 //! one-off cold URLs never churn it.

@@ -171,6 +171,9 @@ pub struct Store {
     shared: Option<Arc<shared::Shared>>,
     /// Originals seen in the bucket within `store.shared_recheck_secs` (permalinks).
     confirmed: Cache<String, ()>,
+    /// With a shared store, `store.shared_recheck_secs`: how long this node may trust what
+    /// it read before another node's purge must be seen.
+    trust_secs: Option<u64>,
 }
 
 impl Store {
@@ -218,6 +221,10 @@ impl Store {
             metrics,
             shared,
             confirmed,
+            trust_secs: config
+                .store
+                .is_shared()
+                .then_some(config.store.shared_recheck_secs),
         };
         store.publish_usage();
         Ok(store)
@@ -225,6 +232,15 @@ impl Store {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Unix second until which an answer built now may be served again without asking
+    /// this store: `u64::MAX` for a local store (changes here bump
+    /// [`Stats::changes`]), `store.shared_recheck_secs` from now for a shared one, whose
+    /// changes through other nodes this node only learns by asking.
+    pub fn trusted_until(&self) -> u64 {
+        self.trust_secs
+            .map_or(u64::MAX, |secs| unix_now().saturating_add(secs))
     }
 
     /// The mirrored original for an upstream URL, fetching it on first use.

@@ -180,9 +180,13 @@ def imgmirror_config(tmp, name, port, origin, memory_bytes, extra=""):
     conf = tmp / f"imgmirror-{name}.toml"
     mem = "" if memory_bytes is None else f"memory_bytes = {memory_bytes}\n"
     mem += extra
+    # wrk's 32 connections are one client (127.0.0.1): the per-client limit on fetches and
+    # renders (server.per_client_expensive, 8) would answer most cold requests with 429.
+    # Behind a CDN or nginx each client is told apart through X-Forwarded-For instead.
     conf.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
+per_client_expensive = 0
 [cache]
 dir = "{cache}"
 {mem}

@@ -9,7 +9,14 @@
 //! `server.header_read_timeout_secs` of the accept, or when no request is in flight and
 //! nothing moved for `server.idle_timeout_secs` (HTTP/1 keep-alive and HTTP/2 alike).
 //! hyper's own limits (header read timeout for later heads, head size, HTTP/2 pings)
-//! are set in [`super::serve`]. This module knows nothing of routes or responses.
+//! are set in [`super::serve`].
+//!
+//! The wrapper also measures a connection's first request line: hyper reads a whole
+//! head into its buffer before parsing it, so a request target longer than that buffer
+//! (`server.max_request_head_bytes`) would get hyper's 431 instead of the 414 every other
+//! over-long URL gets. A first line past `line_limit` bytes is answered with the
+//! `refusal` bytes it is given (a ready 414) and the connection is closed, without hyper
+//! buffering the rest. This module knows nothing of routes or responses.
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -112,28 +120,97 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that records in [`Activity`] every read or write that moved bytes.
+/// A socket that records in [`Activity`] every read or write that moved bytes, and
+/// refuses a first request line longer than its limit (see the module comment).
 pub struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    first_line: FirstLine,
+}
+
+/// How far the first request line has got.
+enum FirstLine {
+    /// This many bytes read and no line feed yet.
+    Reading {
+        seen: usize,
+        limit: usize,
+        refusal: Bytes,
+    },
+    /// Over the limit: the refusal is being written (from this offset), then EOF.
+    Refusing { refusal: Bytes, written: usize },
+    /// Seen whole (or refused and written): nothing more to check.
+    Done,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
-        Watched { inner, activity }
+    /// `refusal` is written, whole, in place of serving a first request line over
+    /// `line_limit` bytes.
+    pub fn new(inner: S, activity: Arc<Activity>, line_limit: usize, refusal: Bytes) -> Self {
+        let first_line = FirstLine::Reading {
+            seen: 0,
+            limit: line_limit,
+            refusal,
+        };
+        Watched {
+            inner,
+            activity,
+            first_line,
+        }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    /// Writes what is left of the refusal; `Ready` once it is all out (or the peer left).
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let FirstLine::Refusing { refusal, written } = &mut self.first_line {
+            match Pin::new(&mut self.inner).poll_write(cx, &refusal[*written..]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 && *written + n < refusal.len() => *written += n,
+                // Written, or the peer is gone: either way the connection ends here.
+                Poll::Ready(_) => self.first_line = FirstLine::Done,
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if matches!(self.first_line, FirstLine::Refusing { .. }) {
+            // EOF to hyper once the 414 is out: it closes the connection.
+            return self.poll_refusal(cx).map(Ok);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
+        let read = &buf.filled()[before..];
+        if read.is_empty() {
+            return polled;
+        }
+        self.activity.touch();
+        if let FirstLine::Reading {
+            seen,
+            limit,
+            refusal,
+        } = &mut self.first_line
+        {
+            let end = read.iter().position(|&b| b == b'\n');
+            if *seen + end.unwrap_or(read.len()) > *limit {
+                self.first_line = FirstLine::Refusing {
+                    refusal: refusal.clone(),
+                    written: 0,
+                };
+                // hyper never sees the line.
+                buf.set_filled(before);
+                return self.poll_refusal(cx).map(Ok);
+            }
+            match end {
+                Some(_) => self.first_line = FirstLine::Done,
+                None => *seen += read.len(),
+            }
         }
         polled
     }
@@ -190,6 +267,48 @@ mod tests {
         assert_eq!(closed, Closed::NoRequestHead);
         assert!(activity.opened.elapsed() >= Duration::from_millis(200));
         assert!(activity.opened.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A `Watched` end of a pipe (as hyper would read it) and the peer's end.
+    fn pipe(limit: usize) -> (Watched<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (ours, peer) = tokio::io::duplex(1 << 20);
+        let refusal = Bytes::from_static(b"HTTP/1.1 414 URI Too Long\r\n\r\n");
+        (Watched::new(ours, Activity::new(), limit, refusal), peer)
+    }
+
+    #[tokio::test]
+    async fn a_first_line_over_the_limit_is_answered_with_the_refusal_and_eof() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for sent in [
+            format!("GET /?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200)),
+            // No line feed at all: refused as soon as the limit is passed.
+            "a".repeat(300),
+        ] {
+            let (mut ours, mut peer) = pipe(100);
+            peer.write_all(sent.as_bytes()).await.unwrap();
+            let mut seen = Vec::new();
+            ours.read_to_end(&mut seen).await.unwrap();
+            assert!(
+                seen.len() <= 100,
+                "{} bytes of the line reached hyper",
+                seen.len()
+            );
+            let mut answer = vec![0; 64];
+            let n = peer.read(&mut answer).await.unwrap();
+            assert_eq!(&answer[..n], b"HTTP/1.1 414 URI Too Long\r\n\r\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_within_the_limit_and_everything_after_the_first_pass_untouched() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut ours, mut peer) = pipe(100);
+        let head = format!("GET /x HTTP/1.1\r\nX-Long: {}\r\n\r\n", "b".repeat(500));
+        peer.write_all(head.as_bytes()).await.unwrap();
+        drop(peer);
+        let mut seen = Vec::new();
+        ours.read_to_end(&mut seen).await.unwrap();
+        assert_eq!(seen, head.as_bytes());
     }
 
     #[tokio::test]

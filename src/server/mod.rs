@@ -61,6 +61,11 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// and a cap keeps hostile URLs out of the URL map, the logs and the index.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
+/// Longest first request line of a connection read before it is refused with 414 at the
+/// socket ([`conn::Watched`]): the target's limit plus room for the method and version,
+/// so every target under [`MAX_URI_BYTES`] reaches the router, which refuses the rest.
+const MAX_REQUEST_LINE_BYTES: usize = MAX_URI_BYTES + 64;
+
 /// Everything a request handler needs, shared by all connections.
 pub struct State {
     pub config: Config,
@@ -161,6 +166,10 @@ async fn serve(
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_header_list_size(u32::try_from(server.max_request_head_bytes).unwrap_or(u32::MAX));
     tracing::info!(addr = %listener.local_addr()?, listener = ?which, "listening");
+    let too_long = Error::UriTooLong {
+        limit: MAX_URI_BYTES,
+    };
+    let first_line_refusal = response::raw_error(&too_long, &state.config.response);
 
     tokio::pin!(shutdown);
     loop {
@@ -198,7 +207,12 @@ async fn serve(
                 response
             }
         });
-        let io = TokioIo::new(conn::Watched::new(stream, activity.clone()));
+        let io = TokioIo::new(conn::Watched::new(
+            stream,
+            activity.clone(),
+            MAX_REQUEST_LINE_BYTES,
+            first_line_refusal.clone(),
+        ));
         let connection = builder.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
         let state = state.clone();

@@ -201,6 +201,34 @@ pub fn preflight(request: &HeaderMap) -> Response<Body> {
 /// The JSON error body, with the same cross-origin headers as images so a page's
 /// script can read why an image failed.
 pub fn error(error: &Error, config: &ResponseConfig) -> Response<Body> {
+    let (status, headers, text) = error_parts(error, config);
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// [`error`] as the bytes of a whole HTTP/1.1 response that closes the connection, for
+/// refusals made at the socket, before hyper has a request to answer.
+pub fn raw_error(error: &Error, config: &ResponseConfig) -> Bytes {
+    let (status, headers, body) = error_parts(error, config);
+    let mut text = format!(
+        "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in &headers {
+        text.push_str(&format!(
+            "{name}: {}\r\n",
+            value.to_str().unwrap_or_default()
+        ));
+    }
+    text.push_str("\r\n");
+    text.push_str(&body);
+    Bytes::from(text)
+}
+
+/// The status, headers and JSON body every error answer is made of.
+fn error_parts(error: &Error, config: &ResponseConfig) -> (StatusCode, HeaderMap, String) {
     let (status, code) = error.status_and_code();
     let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         // Don't leak paths and internals; the log has the detail.
@@ -212,26 +240,14 @@ pub fn error(error: &Error, config: &ResponseConfig) -> Response<Body> {
         error.to_string()
     };
     let body = serde_json::json!({ "code": code, "message": message, "status": status.as_u16() });
-    json(status, &body, config, error)
-}
-
-fn json(
-    status: StatusCode,
-    body: &serde_json::Value,
-    config: &ResponseConfig,
-    error: &Error,
-) -> Response<Body> {
-    let text = format!("{body}\n");
-    let mut response = Response::new(full(text));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    common_headers(headers);
+    let mut headers = HeaderMap::new();
+    common_headers(&mut headers);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     insert(
-        headers,
+        &mut headers,
         header::CACHE_CONTROL,
         error_cache_control(status, config),
     );
@@ -241,7 +257,7 @@ fn json(
     if let Error::Unauthorized(_) = error {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    response
+    (status, headers, format!("{body}\n"))
 }
 
 /// A CDN must not keep a failure of ours (5xx) or a "slow down" (429): the next request

@@ -17,7 +17,11 @@
 //!   every pin, purge, revalidation that moved a URL and re-fetch) is the one read before
 //!   the entry was built, so nothing a purge removed or a pin re-keyed is ever served;
 //! - the URL is still fresh (`fresh_until`): past it the full path runs, which starts the
-//!   background revalidation exactly as before.
+//!   background revalidation exactly as before;
+//! - with a shared store, the entry is younger than `store.shared_recheck_secs`
+//!   ([`Hot::trusted_for`]): a purge or pin through another node bumps no local
+//!   generation, so only the full path (which re-reads the bucket's record once that
+//!   window is over) can notice it.
 //!
 //! Only answers that came from the memory layer are kept (a second request at least), so
 //! one-off cold URLs never churn it.
@@ -79,6 +83,8 @@ pub struct Hot {
     keys: RandomState,
     bytes: AtomicUsize,
     max_bytes: usize,
+    /// Seconds an entry may answer after it was built (a shared store's trust window).
+    trust_secs: Option<u64>,
 }
 
 impl Hot {
@@ -91,7 +97,15 @@ impl Hot {
             keys: RandomState::new(),
             bytes: AtomicUsize::new(0),
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            trust_secs: None,
         }
+    }
+
+    /// Entries answer for at most `secs` after they were built (0: none is kept), with a
+    /// shared store whose records are trusted that long (see the module comment).
+    pub fn trusted_for(mut self, secs: Option<u64>) -> Hot {
+        self.trust_secs = secs;
+        self
     }
 
     fn key(&self, target: &str, accept: Option<&str>) -> u64 {
@@ -146,11 +160,15 @@ impl Hot {
         origin: Origin<'_>,
     ) {
         let generation = origin.generation;
+        let fresh_until = match self.trust_secs {
+            Some(secs) => origin.fresh_until.min(unix_now().saturating_add(secs)),
+            None => origin.fresh_until,
+        };
         if self.max_bytes == 0
             || origin.source != Source::Memory
             || response.status() != StatusCode::OK
             || body.len() > MAX_BODY
-            || origin.fresh_until <= unix_now()
+            || fresh_until <= unix_now()
             || !cacheable_request(&request.method, &request.headers)
         {
             return;
@@ -185,7 +203,7 @@ impl Hot {
             target: target.into(),
             accept: accept.map(Into::into),
             generation,
-            fresh_until: origin.fresh_until,
+            fresh_until,
             headers: response.headers().clone(),
             body: body.clone(),
             route: origin.route,
@@ -303,5 +321,31 @@ mod tests {
         );
         let none = Hot::new(0, 1 << 30).get(&Method::GET, "/", &HeaderMap::new(), 1, |_, _| {});
         assert!(none.is_none());
+    }
+
+    #[test]
+    fn with_a_shared_store_an_entry_answers_only_within_the_trust_window() {
+        let body = Bytes::from_static(b"jpeg");
+        let later = unix_now() + 100;
+        let req = parts("/?url=x", &[]);
+        let get = |hot: &Hot| {
+            hot.get(&Method::GET, "/?url=x", &HeaderMap::new(), 1, |_, _| {})
+                .is_some()
+        };
+        let untrusted = Hot::new(1 << 30, 1 << 30).trusted_for(Some(0));
+        untrusted.insert(&req, &ok(&body), &body, origin(Source::Memory, 1, later));
+        assert_eq!(untrusted.len(), 0, "a 0 s window keeps nothing");
+        // Built in second N with a 2 s window, it answers while the clock reads N or N+1.
+        let trusted = Hot::new(1 << 30, 1 << 30).trusted_for(Some(2));
+        trusted.insert(&req, &ok(&body), &body, origin(Source::Memory, 1, later));
+        let disk_only = Hot::new(1 << 30, 1 << 30).trusted_for(None);
+        disk_only.insert(&req, &ok(&body), &body, origin(Source::Memory, 1, later));
+        assert!(get(&trusted) && get(&disk_only));
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(!get(&trusted), "answered past the trust window");
+        assert!(
+            get(&disk_only),
+            "without a shared store only freshness bounds it"
+        );
     }
 }

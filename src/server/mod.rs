@@ -85,7 +85,12 @@ impl State {
         Ok(Arc::new(State {
             limits: ClientLimits::new(config.server.per_client_expensive),
             signer,
-            hot: hot::Hot::new(config.cache.memory_bytes, config.cache.hot_bytes),
+            hot: hot::Hot::new(config.cache.memory_bytes, config.cache.hot_bytes).trusted_for(
+                config
+                    .store
+                    .is_shared()
+                    .then_some(config.store.shared_recheck_secs),
+            ),
             config,
             mirror,
             request_ids: access::RequestIds::default(),

@@ -9,6 +9,10 @@
 //! `.ci/run` installs it and runs them with `--include-ignored`, and there a missing moto
 //! fails them (never a silent skip).
 //!
+//! Every node is a real `imgmirror serve` process (support/node.rs) with its own TOML
+//! config, its own cache dir and its own loopback port, as in production: nothing is
+//! shared between two nodes but the bucket, and their counters are read from `/metrics`.
+//!
 //! Proven here: what one node mirrored another serves with the upstream gone and without
 //! asking it; purges through one node are seen by the other within
 //! `store.shared_recheck_secs`; one cold URL asked 50 times over two nodes is fetched at
@@ -18,19 +22,18 @@
 //! `verify` → serve; and start-up refuses a store that ignores conditional writes.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use imgmirror::config::{Backend, Config};
+use imgmirror::config::Config;
 use imgmirror::store::shared::{Shared, Space};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{
-    Origin, Server, client, config_for, fixture, imgmirror, imgmirror_with, sha256, text,
-};
+use crate::support::node::Node;
+use crate::support::{Origin, client, fixture, imgmirror, imgmirror_with, sha256, text};
 
 const TOKEN: &str = "s3-token";
 const BUCKET: &str = "imgmirror-test";
@@ -87,8 +90,8 @@ impl Moto {
 
 /// A TCP relay in front of the store, so a test can take the store away (connections
 /// refused, open ones cut) and bring it back on the same address, state intact. It runs
-/// on a thread and runtime of its own: a node opening its store blocks the test's thread
-/// while it checks the store, and the relay must answer meanwhile.
+/// on a thread and runtime of its own, so that stopping it (dropping that runtime) cuts
+/// every connection it relays at once.
 struct Relay {
     addr: SocketAddr,
     target: SocketAddr,
@@ -177,22 +180,53 @@ impl Drop for Relay {
     }
 }
 
-/// A node of the shared mirror: its own local cache dir, the bucket under `prefix`.
-fn node_config(dir: &Path, origin: &Origin, store: SocketAddr, prefix: &str) -> Config {
-    let mut config = config_for(dir, Some(origin));
-    config.admin.token = TOKEN.into();
-    config.store.backend = Backend::S3;
-    config.store.bucket = BUCKET.into();
-    config.store.prefix = prefix.into();
-    config.store.endpoint = format!("http://{store}");
-    config.store.region = "us-east-1".into();
-    config.store.allow_http = true;
-    config.store.access_key_id = "test".into();
-    config.store.secret_access_key = "test".into();
-    config.store.shared_recheck_secs = 1;
-    config.store.timeout_secs = 2;
-    config.store.max_retries = 1;
-    config
+/// A node's config file `<dir>/<name>.toml`, as an operator would write it: cache dir
+/// `<dir>/<name>`, the loopback origin allowed, and with `store` the bucket under that
+/// prefix, with a short recheck window, timeout and retry count so the tests need not
+/// wait long. Returns the path and the config as the binary reads it (the test's view of
+/// the bucket goes through the same settings).
+fn node_toml(
+    dir: &Path,
+    name: &str,
+    origin: &Origin,
+    store: Option<(SocketAddr, &str)>,
+) -> (PathBuf, Config) {
+    let cache = dir.join(name);
+    let mut text = format!(
+        "[server]\nshutdown_grace_secs = 5\n\
+         [cache]\ndir = {:?}\n\
+         [upstream]\ntimeout_secs = 5\nallow_cidrs = [\"127.0.0.1/32\"]\n\
+         allowed_ports = [80, 443, {}]\n\
+         [article]\nprefetch_avif = false\n\
+         [admin]\ntoken = \"{TOKEN}\"\n",
+        cache.to_str().unwrap(),
+        origin.addr.port()
+    );
+    if let Some((addr, prefix)) = store {
+        text.push_str(&format!(
+            "[store]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"{prefix}\"\n\
+             endpoint = \"http://{addr}\"\nregion = \"us-east-1\"\nallow_http = true\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\n\
+             shared_recheck_secs = 1\ntimeout_secs = 2\nmax_retries = 1\n"
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path, true).unwrap();
+    (path, config)
+}
+
+/// Two nodes `a` and `b` in `dir` on the bucket under `prefix`, started at once.
+async fn two_nodes(
+    dir: &Path,
+    origin: &Origin,
+    store: SocketAddr,
+    prefix: &str,
+) -> (Node, Node, Config) {
+    let (toml_a, config) = node_toml(dir, "a", origin, Some((store, prefix)));
+    let (toml_b, _) = node_toml(dir, "b", origin, Some((store, prefix)));
+    let (a, b) = tokio::join!(Node::start(&toml_a), Node::start(&toml_b));
+    (a, b, config)
 }
 
 /// The bucket as a test sees it, through the same client the nodes use.
@@ -200,9 +234,9 @@ fn bucket(config: &Config) -> Shared {
     Shared::open(&config.store).unwrap()
 }
 
-async fn prefetch(server: &Server, article: &str, urls: &[String]) -> Vec<Value> {
+async fn prefetch(node: &Node, article: &str, urls: &[String]) -> Vec<Value> {
     let response = client()
-        .post(server.url(&format!("/prefetch?article={article}")))
+        .post(node.url(&format!("/prefetch?article={article}")))
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
         .body(serde_json::to_vec(urls).unwrap())
@@ -216,6 +250,16 @@ async fn prefetch(server: &Server, article: &str, urls: &[String]) -> Vec<Value>
         .collect()
 }
 
+async fn purge(node: &Node, query: &str) {
+    let response = client()
+        .delete(node.url(&format!("/purge?{query}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "purge {query}");
+}
+
 async fn get(url: String) -> (u16, String, Vec<u8>) {
     let response = client().get(url).send().await.unwrap();
     let status = response.status().as_u16();
@@ -227,8 +271,9 @@ async fn get(url: String) -> (u16, String, Vec<u8>) {
     (status, source, response.bytes().await.unwrap().to_vec())
 }
 
-async fn upstream_fetches(server: &Server) -> f64 {
-    crate::support::metric(server, "imgmirror_upstream_fetches_total").await
+/// Upstream requests a node made, every outcome, from its `/metrics`.
+async fn upstream_fetches(node: &Node) -> f64 {
+    node.metric("imgmirror_upstream_fetches_total").await
 }
 
 #[tokio::test]
@@ -237,15 +282,15 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
  {
     let moto = Moto::start().await;
     let mut origin = Origin::start().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = node_config(dir_a.path(), &origin, moto.addr, "share");
-    let mut a = Server::start(config_a.clone()).await;
-    let mut b = Server::start(node_config(dir_b.path(), &origin, moto.addr, "share")).await;
+    let work = tempfile::tempdir().unwrap();
+    let (mut a, mut b, config) = two_nodes(work.path(), &origin, moto.addr, "share").await;
+    assert_ne!(a.addr, b.addr);
     let url = origin.url("/img/photo-480.jpg");
     let lines = prefetch(&a, "post-a", std::slice::from_ref(&url)).await;
     assert_eq!(lines[0]["http_status"], 200, "{lines:?}");
+    assert_eq!(upstream_fetches(&a).await, 1.0);
     // Acknowledged means in the bucket: the object and the URL record with its pin.
-    let store = bucket(&config_a);
+    let store = bucket(&config);
     let hash = sha256(&fixture("photo-480.jpg"));
     let objects = store.list(Space::Objects).await.unwrap();
     assert_eq!(
@@ -264,7 +309,7 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
 
     origin.stop().await;
     let (status, source, body) = get(b.proxy(&url)).await;
-    assert_eq!((status, source.as_str()), (200, "shared"));
+    assert_eq!((status, source.as_str()), (200, "shared"), "{}", b.log());
     assert_eq!(body, fixture("photo-480.jpg"));
     // The permalink and a variant too; B asked its upstream for nothing.
     let (status, _, body) = get(b.url(&format!("/m/{hash}"))).await;
@@ -277,13 +322,7 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
 
     // A purge through A: B trusts its copy for shared_recheck_secs (1 s), then sees the
     // record gone and fetches the URL again from its upstream.
-    let response = client()
-        .delete(a.url(&format!("/purge?url={}", crate::support::enc(&url))))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    purge(&a, &format!("url={}", crate::support::enc(&url))).await;
     assert!(store.url(&url).await.unwrap().is_none());
     let origin = Origin::start_on(origin.addr).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -291,6 +330,7 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
     assert_eq!((status, source.as_str()), (200, "upstream"));
     assert_eq!(origin.hits("/img/photo-480.jpg"), 1);
     assert_eq!(upstream_fetches(&b).await, 1.0);
+    assert_eq!(upstream_fetches(&a).await, 1.0);
     // ...and its fetch is the bucket's record again, without A's pin.
     let record = store
         .url(&url)
@@ -300,13 +340,7 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
     assert!(record.pinned_by.is_empty(), "{record:?}");
     // A purge of the original through A: B's permalink goes once its window is over.
     assert_eq!(get(b.url(&format!("/m/{hash}"))).await.0, 200);
-    let response = client()
-        .delete(a.url(&format!("/purge?sha256={hash}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    purge(&a, &format!("sha256={hash}")).await;
     assert!(store.list(Space::Objects).await.unwrap().is_empty());
     assert!(store.url(&url).await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -320,10 +354,8 @@ async fn what_node_a_prefetched_node_b_serves_with_the_upstream_gone_and_a_purge
 async fn fifty_concurrent_requests_for_one_cold_url_over_two_nodes_fetch_it_at_most_twice() {
     let moto = Moto::start().await;
     let origin = Origin::start().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = node_config(dir_a.path(), &origin, moto.addr, "burst");
-    let mut a = Server::start(config_a.clone()).await;
-    let mut b = Server::start(node_config(dir_b.path(), &origin, moto.addr, "burst")).await;
+    let work = tempfile::tempdir().unwrap();
+    let (mut a, mut b, config) = two_nodes(work.path(), &origin, moto.addr, "burst").await;
     // Slow enough that every request arrives while the first fetches are in flight.
     let url = origin.url("/slow/400/photo-1080.jpg");
     let requests: Vec<_> = (0..50)
@@ -340,7 +372,11 @@ async fn fifty_concurrent_requests_for_one_cold_url_over_two_nodes_fetch_it_at_m
     }
     let fetches = origin.hits("/slow/400/photo-1080.jpg");
     assert!((1..=2).contains(&fetches), "{fetches} upstream fetches");
-    let objects = bucket(&config_a).list(Space::Objects).await.unwrap();
+    // Within a node exactly one fetch at most; across nodes they add up to the origin's.
+    let (from_a, from_b) = (upstream_fetches(&a).await, upstream_fetches(&b).await);
+    assert!(from_a <= 1.0 && from_b <= 1.0, "a {from_a}, b {from_b}");
+    assert_eq!(from_a + from_b, fetches as f64);
+    let objects = bucket(&config).list(Space::Objects).await.unwrap();
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].name, sha256(&expected));
     a.stop().await;
@@ -352,10 +388,8 @@ async fn fifty_concurrent_requests_for_one_cold_url_over_two_nodes_fetch_it_at_m
 async fn two_nodes_pinning_one_url_for_different_articles_at_once_keep_every_pin() {
     let moto = Moto::start().await;
     let origin = Origin::start().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = node_config(dir_a.path(), &origin, moto.addr, "pins");
-    let mut a = Server::start(config_a.clone()).await;
-    let mut b = Server::start(node_config(dir_b.path(), &origin, moto.addr, "pins")).await;
+    let work = tempfile::tempdir().unwrap();
+    let (mut a, mut b, config) = two_nodes(work.path(), &origin, moto.addr, "pins").await;
     let url = origin.url("/img/photo-480.jpg");
     assert_eq!(get(a.proxy(&url)).await.0, 200);
     assert_eq!(get(b.proxy(&url)).await.0, 200);
@@ -369,18 +403,12 @@ async fn two_nodes_pinning_one_url_for_different_articles_at_once_keep_every_pin
     for lines in futures_util::future::join_all(pins).await {
         assert_eq!(lines[0]["http_status"], 200, "{lines:?}");
     }
-    let record = bucket(&config_a).url(&url).await.unwrap().unwrap();
+    let record = bucket(&config).url(&url).await.unwrap().unwrap();
     let expected: Vec<String> = (0..12).map(|i| format!("post-{i:02}")).collect();
     assert_eq!(record.pinned_by, expected);
     // A purge of one article through B leaves the others' pins, as A sees them.
-    let response = client()
-        .delete(b.url("/purge?article=post-03"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let record = bucket(&config_a).url(&url).await.unwrap().unwrap();
+    purge(&b, "article=post-03").await;
+    let record = bucket(&config).url(&url).await.unwrap().unwrap();
     assert_eq!(record.pinned_by.len(), 11);
     assert!(!record.pinned_by.contains(&"post-03".to_string()));
     a.stop().await;
@@ -393,10 +421,8 @@ async fn a_store_outage_is_served_from_local_layers_503_for_the_rest_and_loses_n
     let moto = Moto::start().await;
     let mut relay = Relay::start(moto.addr);
     let origin = Origin::start().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = node_config(dir_a.path(), &origin, relay.addr, "outage");
-    let mut a = Server::start(config_a.clone()).await;
-    let mut b = Server::start(node_config(dir_b.path(), &origin, relay.addr, "outage")).await;
+    let work = tempfile::tempdir().unwrap();
+    let (mut a, mut b, config) = two_nodes(work.path(), &origin, relay.addr, "outage").await;
     let held = origin.url("/img/photo-480.jpg");
     let cold = origin.url("/img/cat-alpha.png");
     let lines = prefetch(&a, "post-a", std::slice::from_ref(&held)).await;
@@ -431,7 +457,7 @@ async fn a_store_outage_is_served_from_local_layers_503_for_the_rest_and_loses_n
     let (status, source, _) = get(a.proxy(&cold)).await;
     assert_eq!((status, source.as_str()), (200, "upstream"));
     // Everything acknowledged is in the bucket, pin included.
-    let store = bucket(&config_a);
+    let store = bucket(&config);
     let record = store.url(&held).await.unwrap().unwrap();
     assert_eq!(record.pinned_by, ["post-a"]);
     assert!(store.url(&cold).await.unwrap().is_some());
@@ -480,13 +506,13 @@ fn unconditional_store() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
 #[tokio::test]
 async fn start_up_refuses_a_store_that_ignores_conditional_writes_unless_told_it_is_unsafe() {
     let origin = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
     let (store, _stop) = unconditional_store();
-    let mut config = node_config(dir.path(), &origin, store, "");
-    let refused = imgmirror::server::State::new(config.clone())
-        .err()
-        .expect("must refuse");
-    let message = imgmirror::error::Chain(&refused).to_string();
+    let (toml, _) = node_toml(work.path(), "node", &origin, Some((store, "")));
+    let toml_arg = toml.to_str().unwrap();
+    let out = imgmirror(&["serve", "--listen", "127.0.0.1:0", "--config", toml_arg]).await;
+    let message = text(&out.stderr);
+    assert!(!out.status.success(), "must refuse: {message}");
     assert!(
         message.contains("If-None-Match: * was ignored"),
         "{message}"
@@ -495,34 +521,16 @@ async fn start_up_refuses_a_store_that_ignores_conditional_writes_unless_told_it
         message.contains("store.unsafe_unconditional_writes"),
         "{message}"
     );
-    config.store.unsafe_unconditional_writes = true;
-    assert!(imgmirror::server::State::new(config).is_ok());
-    assert!(crate::support::logged(&[
-        "running with unconditional writes"
-    ]));
-}
-
-/// A config file for the binary: `cache.dir`, and with `store` the bucket.
-fn config_file(dir: &Path, cache: &Path, store: Option<(SocketAddr, &str)>) -> std::path::PathBuf {
-    let mut text = format!("[cache]\ndir = {:?}\n", cache.to_str().unwrap());
-    if let Some((addr, prefix)) = store {
-        text.push_str(&format!(
-            "[store]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"{prefix}\"\n\
-             endpoint = \"http://{addr}\"\nregion = \"us-east-1\"\nallow_http = true\n\
-             access_key_id = \"test\"\nsecret_access_key = \"test\"\n"
-        ));
-    }
-    let name = if store.is_some() {
-        "s3.toml"
-    } else {
-        "disk.toml"
-    };
-    let path = dir.join(format!(
-        "{}-{name}",
-        cache.file_name().unwrap().to_str().unwrap()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
+    let mut file = std::fs::read_to_string(&toml).unwrap();
+    file.push_str("unsafe_unconditional_writes = true\n");
+    std::fs::write(&toml, file).unwrap();
+    let mut node = Node::start(&toml).await;
+    assert!(
+        node.log().contains("running with unconditional writes"),
+        "{}",
+        node.log()
+    );
+    node.stop().await;
 }
 
 async fn run_json(args: &[&str]) -> (i32, Value) {
@@ -539,14 +547,11 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
     let moto = Moto::start().await;
     let mut origin = Origin::start().await;
     let work = tempfile::tempdir().unwrap();
-    let (disk_dir, node_dir, back_dir) = (
-        work.path().join("disk"),
-        work.path().join("node"),
-        work.path().join("back"),
-    );
-    let mut disk_config = config_for(&disk_dir, Some(&origin));
-    disk_config.admin.token = TOKEN.into();
-    let mut server = Server::start(disk_config).await;
+    let (disk_toml, _) = node_toml(work.path(), "disk", &origin, None);
+    let (s3_toml, node_config) =
+        node_toml(work.path(), "node", &origin, Some((moto.addr, "migrated")));
+    let (back_toml, _) = node_toml(work.path(), "back", &origin, None);
+    let mut server = Node::start(&disk_toml).await;
     let urls = vec![
         origin.url("/img/photo-480.jpg"),
         origin.url("/img/cat-alpha.png"),
@@ -561,8 +566,6 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
     assert_eq!(get(server.url(&variant)).await.0, 200);
     server.stop().await;
 
-    let disk_toml = config_file(work.path(), &disk_dir, None);
-    let s3_toml = config_file(work.path(), &node_dir, Some((moto.addr, "migrated")));
     let (disk_toml, s3_toml) = (disk_toml.to_str().unwrap(), s3_toml.to_str().unwrap());
     let args = ["migrate", "--config", disk_toml, "--to-config", s3_toml];
     let (code, report) = run_json(&args).await;
@@ -599,9 +602,7 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
 
     // A node on the bucket, with an empty local cache, serves both with the upstream gone.
     origin.stop().await;
-    let mut node_config = node_config(&node_dir, &origin, moto.addr, "migrated");
-    node_config.cache.dir = node_dir.clone();
-    let mut node = Server::start(node_config.clone()).await;
+    let mut node = Node::start(Path::new(s3_toml)).await;
     for (url, file) in urls.iter().zip(["photo-480.jpg", "cat-alpha.png"]) {
         let (status, source, body) = get(node.proxy(url)).await;
         assert_eq!((status, source.as_str()), (200, "shared"), "{url}");
@@ -614,7 +615,6 @@ async fn migrate_a_disk_mirror_to_the_bucket_verify_it_there_and_serve_it_with_t
     node.stop().await;
 
     // And back: bucket → a new data directory, which verifies clean.
-    let back_toml = config_file(work.path(), &back_dir, None);
     let back_toml = back_toml.to_str().unwrap();
     let (code, report) =
         run_json(&["migrate", "--config", s3_toml, "--to-config", back_toml]).await;

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 with a temporary data directory, and captured logs.
 
 pub mod attack;
+pub mod node;
 pub mod origin;
 
 use std::io::Write;

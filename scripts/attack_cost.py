@@ -306,7 +306,7 @@ ATTACKS = [
     ("slowloris (1,100 sockets that send nothing)", slowloris,
      {"server.header_read_timeout_secs": "3600", "server.idle_timeout_secs": "3600"}, ""),
     ("tarpit (64 fetches trickling 1 B/s from one host)", tarpit,
-     {"upstream.max_in_flight_per_host": "64"}, ""),
+     {"upstream.max_in_flight_per_host": "64", "server.per_client_expensive": "0"}, ""),
 ]
 
 

@@ -8,6 +8,10 @@
 //! handed; [`Activity::watch`] closes the connection when no request head arrived within
 //! `server.header_read_timeout_secs` of the accept, or when no request is in flight and
 //! nothing moved for `server.idle_timeout_secs` (HTTP/1 keep-alive and HTTP/2 alike).
+//! When every connection slot is taken, the accept loop signals [`Pressure`]: then a
+//! connection that has sent no request head, or sits idle, for [`PRESSURE_GRACE`] is
+//! closed at once, so a flood of silent sockets cannot keep honest clients waiting for
+//! the full timeouts.
 //! hyper's own limits (header read timeout for later heads, head size, HTTP/2 pings)
 //! are set in [`super::serve`].
 //!
@@ -41,6 +45,21 @@ pub struct Activity {
     started: AtomicBool,
     /// Wakes the watchdog from its wait for the first request head.
     first_request: tokio::sync::Notify,
+}
+
+/// How long a connection may wait silently (no request head yet, or idle between
+/// requests) while others wait for its slot.
+pub const PRESSURE_GRACE: Duration = Duration::from_secs(1);
+
+/// "All connection slots are taken": raised by the accept loop (again every
+/// [`PRESSURE_GRACE`] / 4 while it lasts), heard by every connection's watchdog.
+#[derive(Debug, Default)]
+pub struct Pressure(tokio::sync::Notify);
+
+impl Pressure {
+    pub fn raise(&self) {
+        self.0.notify_waiters();
+    }
 }
 
 /// Why the watchdog closed a connection (for the debug log).
@@ -78,12 +97,31 @@ impl Activity {
 
     /// Resolves when the connection should be closed: no request head within
     /// `head_timeout` of the accept, or idle (no request in flight, no bytes moved) for
-    /// `idle_timeout`. Never resolves for a connection that keeps working.
-    pub async fn watch(&self, head_timeout: Duration, idle_timeout: Duration) -> Closed {
-        let head_deadline = self.opened + head_timeout;
+    /// `idle_timeout`; both shrink to [`PRESSURE_GRACE`] while `pressure` is raised.
+    /// Never resolves for a connection that keeps working.
+    pub async fn watch(
+        &self,
+        head_timeout: Duration,
+        idle_timeout: Duration,
+        pressure: &Pressure,
+    ) -> Closed {
+        // Raised within the last grace period: the accept loop raises it again and again
+        // while the slots stay full, so this ends soon after the pressure does.
+        let mut squeezed_until: Option<Instant> = None;
         loop {
+            let squeezed = squeezed_until.is_some_and(|until| Instant::now() < until);
+            let (head, idle) = if squeezed {
+                (
+                    head_timeout.min(PRESSURE_GRACE),
+                    idle_timeout.min(PRESSURE_GRACE),
+                )
+            } else {
+                (head_timeout, idle_timeout)
+            };
+            let raised = pressure.0.notified();
             let now = Instant::now();
             if !self.started.load(Ordering::Relaxed) {
+                let head_deadline = self.opened + head;
                 if now >= head_deadline {
                     return Closed::NoRequestHead;
                 }
@@ -92,18 +130,23 @@ impl Activity {
                 tokio::select! {
                     () = tokio::time::sleep_until(head_deadline) => {}
                     () = self.first_request.notified() => {}
+                    () = raised => squeezed_until = Some(Instant::now() + PRESSURE_GRACE),
                 }
                 continue;
             }
             let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let idle_deadline = last + idle_timeout;
-            if self.in_flight.load(Ordering::Relaxed) > 0 {
-                // A request is being worked on: look again after a full idle period.
-                tokio::time::sleep(idle_timeout).await;
+            let idle_deadline = last + idle;
+            // A request being worked on: look again after a full idle period.
+            let wake = if self.in_flight.load(Ordering::Relaxed) > 0 {
+                now + idle_timeout
             } else if now >= idle_deadline {
                 return Closed::Idle;
             } else {
-                tokio::time::sleep_until(idle_deadline).await;
+                idle_deadline
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = raised => squeezed_until = Some(Instant::now() + PRESSURE_GRACE),
             }
         }
     }
@@ -262,7 +305,11 @@ mod tests {
     async fn no_request_head_closes_at_the_head_deadline() {
         let activity = Activity::new();
         let closed = activity
-            .watch(Duration::from_millis(200), Duration::from_secs(60))
+            .watch(
+                Duration::from_millis(200),
+                Duration::from_secs(60),
+                &Pressure::default(),
+            )
             .await;
         assert_eq!(closed, Closed::NoRequestHead);
         assert!(activity.opened.elapsed() >= Duration::from_millis(200));
@@ -315,7 +362,12 @@ mod tests {
     async fn idle_after_a_request_closes_but_a_long_request_does_not() {
         let activity = Activity::new();
         let request = activity.request();
-        let watching = activity.watch(Duration::from_millis(50), Duration::from_millis(200));
+        let pressure = Pressure::default();
+        let watching = activity.watch(
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+            &pressure,
+        );
         tokio::pin!(watching);
         // Five idle periods of work with no bytes moving: not idle.
         tokio::select! {

@@ -170,18 +170,25 @@ async fn serve(
         limit: MAX_URI_BYTES,
     };
     let first_line_refusal = response::raw_error(&too_long, &state.config.response);
+    let pressure = Arc::new(conn::Pressure::default());
 
     tokio::pin!(shutdown);
     loop {
         // The connection slot is taken before accepting, so a flood waits in the
-        // kernel's backlog instead of costing us a task and a buffer each.
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
+        // kernel's backlog instead of costing us a task and a buffer each; while none is
+        // free, silent and idle connections are told to make room (`conn::Pressure`).
+        let permit = loop {
+            if let Ok(permit) = slots.clone().try_acquire_owned() {
+                break Some(permit);
+            }
+            pressure.raise();
+            tokio::select! {
+                permit = slots.clone().acquire_owned() => break permit.ok(),
+                () = tokio::time::sleep(conn::PRESSURE_GRACE / 4) => {}
+                () = &mut shutdown => break None,
+            }
         };
+        let Some(permit) = permit else { break };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -216,6 +223,7 @@ async fn serve(
         let connection = builder.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
         let state = state.clone();
+        let pressure = pressure.clone();
         tokio::spawn(async move {
             let _open = state.mirror.metrics().connection();
             // Dropping the connection closes the socket: the watchdog wins only when the
@@ -224,7 +232,7 @@ async fn serve(
                 ended = connection => if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
-                why = activity.watch(head_timeout, idle_timeout) => {
+                why = activity.watch(head_timeout, idle_timeout, &pressure) => {
                     tracing::debug!(%peer, ?why, "connection closed by the server");
                 }
             }

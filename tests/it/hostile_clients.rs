@@ -68,6 +68,41 @@ async fn silent_connections_are_closed_and_health_is_answered() {
     eprintln!("healthz answered in {health_latency:?}; all silent sockets closed by {slowest:?}");
 }
 
+/// Slowloris at the default timeouts: more silent sockets than connection slots, with
+/// `header_read_timeout_secs` far away (30 s). While every slot is taken, a connection
+/// silent for a second makes room, so an honest request waits about that long, not 30 s.
+#[tokio::test]
+async fn a_full_house_of_silent_sockets_makes_room_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), None);
+    config.server.header_read_timeout_secs = 30;
+    config.server.idle_timeout_secs = 30;
+    config.server.max_connections = 50;
+    let server = Server::start(config).await;
+    let mut silent = Vec::new();
+    for _ in 0..80 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let health = tokio::time::timeout(
+        Duration::from_secs(8),
+        client().get(server.url("/healthz")).send(),
+    )
+    .await
+    .expect("/healthz not answered within 8 s while silent sockets fill every slot")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // The silent ones were closed, not the honest one kept waiting for them.
+    let closed = closed_within(&mut silent[0], Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "a silent socket in a slot was not closed");
+}
+
 /// A keep-alive connection that finished its request and then sits idle is closed
 /// after `idle_timeout_secs`, while one kept busy with requests stays open.
 #[tokio::test]

@@ -13,22 +13,34 @@
 # from a Python load generator (slower, same mix).
 #
 # Knobs (environment): SOAK_SECS (300), SOAK_CONNS (16 connections), SOAK_THREADS (2,
-# wrk threads), SOAK_COLD_PCT (10), SOAK_DISK_BYTES (1 GiB: cache.max_disk_bytes, with
-# originals evictable, so a long soak does not fill the disk), SOAK_BIN (an imgmirror
+# wrk threads), SOAK_COLD_PCT (10), SOAK_DISK_BYTES (512 MiB: cache.max_disk_bytes, with
+# originals evictable, so a long soak does not fill the disk and reaches its steady state,
+# evicting as much as it writes, within the first minute or two), SOAK_BIN (an imgmirror
 # binary; default target/release/imgmirror, built if missing), SOAK_KEEP=1 keeps the
 # temp dir. IMGMIRROR_* variables set by the caller (e.g. IMGMIRROR_CACHE_MEMORY_BYTES)
 # reach the server, so budgets can be varied.
 #
-# Exit status: 0 when RSS is flat over the second half (it grew by less than 24 MiB or
-# 5 %, whichever is larger),
-# 1 when it is still rising, 2 when the run itself failed.
+# Each line: seconds, RSS, originals on disk and evictions so far (from /metrics), so the
+# curve can be read against the store's own state: RSS should stop rising once the disk
+# budget evicts (the URL map and index then stop growing) and the memory layer is full.
+#
+# Verdict, both halves of it able to fail:
+# - flat: the least-squares slope of RSS over the second half, times its length, is under
+#   24 MiB or 5 % (whichever is larger), so one sample at a peak or a trough of the
+#   allocator's give-back does not decide it;
+# - under the ceiling: the peak RSS (VmHWM) stays under README "Memory"'s figure for this
+#   run, computed from the effective config (file + IMGMIRROR_CACHE_* variables): the
+#   caches all told + 32 MiB (binary, runtime, threads) + 32 MiB per render worker (a
+#   render of the load's largest photo, 1920x1280, decoded, resized, encoded) + 1 MiB per
+#   connection (bodies in flight). SOAK_CEILING_MIB overrides it.
+# Exit status: 0 when flat and under the ceiling, 1 when not, 2 when the run failed.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${SOAK_SECS:-300}"
 conns="${SOAK_CONNS:-16}"
 threads="${SOAK_THREADS:-2}"
 cold_pct="${SOAK_COLD_PCT:-10}"
-disk_bytes="${SOAK_DISK_BYTES:-1073741824}"
+disk_bytes="${SOAK_DISK_BYTES:-536870912}"
 bin="${SOAK_BIN:-$repo/target/release/imgmirror}"
 
 if [[ ! -x "$bin" ]]; then
@@ -123,6 +135,13 @@ code="$(curl -s -o /dev/null -w '%{http_code}' "$base$(cold_url warmup)")"
 [[ "$code" == 200 ]] || { echo "cold request answered $code" >&2; exit 2; }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0; }
+# "<originals on disk> <evictions, originals + variants>" from /metrics ("- -" if absent).
+store_state() {
+  curl -s --max-time 5 "$base/metrics" | awk '
+    /^imgmirror_store_objects\{kind="original"\}/ {o = $2}
+    /^imgmirror_evictions_total/ {e += $2}
+    END {if (o == "") print "- -"; else printf "%d %d\n", o, e}'
+}
 
 # --- the load ---
 if command -v wrk >/dev/null; then
@@ -180,42 +199,67 @@ load_pid=$!
 pids+=("$load_pid")
 
 echo "soak: ${secs}s, $load_desc, ${cold_pct}% cold; server pid $server_pid"
-printf '%6s  %9s\n' "t (s)" "RSS (MiB)"
+printf '%6s  %9s  %9s  %9s\n' "t (s)" "RSS (MiB)" "originals" "evictions"
 samples=()
+times=()
 start=$(date +%s)
-printf '%6d  %9.1f\n' 0 "$(awk -v k="$(rss_kib)" 'BEGIN {print k / 1024}')"
-samples+=("$(rss_kib)")
+sample() { # $1 = seconds since the start
+  local rss
+  rss=$(rss_kib)
+  samples+=("$rss")
+  times+=("$1")
+  # shellcheck disable=SC2046 # two words on purpose
+  printf '%6d  %9.1f  %9s  %9s\n' "$1" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')" $(store_state)
+}
+sample 0
 while kill -0 "$load_pid" 2>/dev/null; do
   sleep 10
   kill -0 "$server_pid" 2>/dev/null || { echo "server died" >&2; cat "$work/server.log" >&2; exit 2; }
-  now=$(($(date +%s) - start))
-  rss=$(rss_kib)
-  samples+=("$rss")
-  printf '%6d  %9.1f\n' "$now" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')"
+  sample $(($(date +%s) - start))
 done
 wait "$load_pid" || true
 cat "$work/load.out"
 peak_kib="$(awk '/^VmHWM/ {print $2}' "/proc/$server_pid/status")"
 disk_mib="$(du -sm "$work/cache" | cut -f1)"
 
-# --- verdict: growth from the start of the second half to the end ---
-n=${#samples[@]}
-half=$((n / 2))
-first_half_end=${samples[$half]}
-last=${samples[$((n - 1))]}
-max_second=0
-for ((i = half; i < n; i++)); do ((samples[i] > max_second)) && max_second=${samples[i]}; done
-growth_kib=$((last - first_half_end))
-python3 - "$first_half_end" "$last" "$max_second" "$peak_kib" "$growth_kib" "$disk_mib" <<'EOF'
-import sys
-mid, last, max2, peak, growth, disk = (int(x) for x in sys.argv[1:])
-mib = lambda k: k / 1024
-print(f"RSS at half time {mib(mid):.1f} MiB, at the end {mib(last):.1f} MiB, "
-      f"max in the second half {mib(max2):.1f} MiB, peak (VmHWM) {mib(peak):.1f} MiB; "
-      f"cache dir {disk} MiB on disk")
-pct = 100 * growth / mid if mid else 0
-print(f"growth over the second half: {mib(growth):+.1f} MiB ({pct:+.1f} %)")
-flat = growth < max(24 * 1024, 0.05 * mid)
-print("verdict: FLAT" if flat else "verdict: RISING")
-sys.exit(0 if flat else 1)
+# --- verdict: the second half's slope, and the peak against the budgets' sum ---
+workers="$(awk -F= '/^workers *=/ {gsub(/[ #].*/, "", $2); print $2; exit}' "$repo/config/imgmirror.toml")"
+workers="${IMGMIRROR_TRANSFORM_WORKERS:-${workers:-0}}"
+((workers > 0)) || workers="$(nproc)"
+python3 - "$repo/config/imgmirror.toml" "$workers" "$conns" "$peak_kib" "$disk_mib" \
+  "${times[*]}" "${samples[*]}" <<'EOF'
+import os, sys, tomllib
+config, (workers, conns, peak, disk) = sys.argv[1], (int(x) for x in sys.argv[2:6])
+times = [int(x) for x in sys.argv[6].split()]
+rss = [int(x) / 1024 for x in sys.argv[7].split()]  # MiB
+with open(config, "rb") as f:
+    cache = tomllib.load(f)["cache"]
+def key(name):
+    return int(os.environ.get("IMGMIRROR_CACHE_" + name.upper(), cache[name]))
+caches = sum(key(k) for k in ("memory_bytes", "index_cache_bytes", "url_map_bytes",
+                              "negative_bytes", "probe_cache_bytes", "expensive_bytes"))
+caches += min(key("hot_bytes"), key("memory_bytes") // 8)
+caches /= 1 << 20
+ceiling = caches + 32 + 32 * workers + conns
+ceiling = float(os.environ.get("SOAK_CEILING_MIB", ceiling))
+half = len(rss) // 2
+t2, r2 = times[half:], rss[half:]
+if len(r2) < 3:
+    print("too few samples for a verdict (run longer)")
+    sys.exit(2)
+mt, mr = sum(t2) / len(t2), sum(r2) / len(r2)
+slope = sum((t - mt) * (r - mr) for t, r in zip(t2, r2)) / sum((t - mt) ** 2 for t in t2)
+growth = slope * (t2[-1] - t2[0])
+print(f"RSS after 10 s {rss[1]:.1f} MiB, at half time {r2[0]:.1f} MiB, "
+      f"at the end {r2[-1]:.1f} MiB, max in the second half {max(r2):.1f} MiB, "
+      f"peak (VmHWM) {peak / 1024:.1f} MiB; cache dir {disk} MiB on disk")
+print(f"second half: slope {slope * 60:+.2f} MiB/min, {growth:+.1f} MiB over "
+      f"{t2[-1] - t2[0]} s ({100 * growth / r2[0]:+.1f} %)")
+print(f"ceiling {ceiling:.0f} MiB = caches {caches:.0f} MiB + 32 MiB runtime + "
+      f"{workers} workers x 32 MiB + {conns} connections x 1 MiB")
+flat = growth < max(24, 0.05 * r2[0])
+under = peak / 1024 <= ceiling
+print("verdict: " + ("FLAT" if flat else "RISING") + ", "
+      + ("UNDER the ceiling" if under else "OVER the ceiling"))
+sys.exit(0 if flat and under else 1)
 EOF

@@ -139,8 +139,9 @@ pub struct CacheConfig {
     pub probe_cache_bytes: u64,
     /// Bytes of the list of originals refused as too expensive to render. Default 1 MiB.
     pub expensive_bytes: u64,
-    /// Bytes of image bodies the hot-response cache keeps (whole answers for URLs served
-    /// from memory again and again, see `server::hot`); at most `memory_bytes / 8`; 0 = off.
+    /// Bytes of whole answers the hot-response cache keeps (for URLs served from memory
+    /// again and again, each weighed as body + target + headers + overhead, see
+    /// `server::hot`); at most `memory_bytes / 8`; 0 = off.
     /// Default 32 MiB.
     pub hot_bytes: u64,
 }

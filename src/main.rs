@@ -19,6 +19,13 @@ mod store_commands;
 use article_commands::{audit_main, exit_code, prefetch_cmd, rewrite_main};
 use store_commands as ops;
 
+// glibc's malloc let a long mixed soak's RSS keep rising far past what the caches hold
+// (freed image buffers stranded in per-thread arenas); jemalloc gives them back, so RSS
+// tracks the byte budgets README "Memory" adds up. Measured there.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "imgmirror", version, about = "Image mirror and media proxy")]
 struct Cli {

@@ -4,9 +4,10 @@
 //! option canonicalisation, four cache look-ups, a SHA-256 to name the variant and a dozen
 //! header values formatted from strings.
 //!
-//! What it owns: the map, its bounds (entries, and `cache.hot_bytes` of bodies, at most
-//! `memory_bytes / 8`; off when either is 0, so a memory-less mirror is measured as one) and the rules for when an entry may
-//! answer. It does not own the images: the body is the memory layer's own `Bytes`
+//! What it owns: the map, its bounds (entries, and `cache.hot_bytes` of answers, at most
+//! `memory_bytes / 8`, each weighed as its body, target, headers and [`ENTRY_OVERHEAD`];
+//! off when either is 0, so a memory-less mirror is measured as one) and the rules for
+//! when an entry may answer. It does not own the images: the body is the memory layer's own `Bytes`
 //! (refcounted, not copied), and what a URL names is still the service layer's answer.
 //!
 //! An entry answers only a request with the same method class (GET/HEAD), the same request
@@ -40,6 +41,10 @@ use crate::store::{Source, unix_now};
 const MAX_ENTRIES: usize = 4096;
 /// A body larger than this is not worth a slot (it is a fraction of the cost of sending it).
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Bytes an entry holds beyond its strings and header bytes: the entry itself, its
+/// map slot, the header map's tables and per-header bookkeeping (an estimate, rounded up,
+/// so a URL near the 8 KiB cap or a long header list is paid for, not free).
+const ENTRY_OVERHEAD: usize = 512;
 
 /// One ready answer.
 struct Entry {
@@ -56,6 +61,8 @@ struct Entry {
     original_sha256: Box<str>,
     /// Unix second of the last recency note (at most one a second).
     noted: AtomicU64,
+    /// What it counts against `max_bytes` ([`weight`]).
+    weight: usize,
 }
 
 /// What a kept answer is and derives from (see [`Hot::insert`]).
@@ -162,6 +169,7 @@ impl Hot {
         };
         let accept = accept(&request.headers);
         let key = self.key(target, accept);
+        let weight = weight(body, target, accept, response.headers(), &origin);
         let Ok(mut map) = self.map.write() else {
             return;
         };
@@ -169,7 +177,7 @@ impl Hot {
         // on its next request).
         while !map.is_empty()
             && (map.len() >= MAX_ENTRIES
-                || self.bytes.load(Ordering::Relaxed) + body.len() > self.max_bytes)
+                || self.bytes.load(Ordering::Relaxed) + weight > self.max_bytes)
         {
             let victim = map
                 .iter()
@@ -177,10 +185,10 @@ impl Hot {
                 .or_else(|| map.iter().next())
                 .map(|(k, _)| *k);
             if let Some(e) = victim.and_then(|k| map.remove(&k)) {
-                self.bytes.fetch_sub(e.body.len(), Ordering::Relaxed);
+                self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
             }
         }
-        if body.len() > self.max_bytes {
+        if weight > self.max_bytes {
             return;
         }
         let entry = Entry {
@@ -195,10 +203,11 @@ impl Hot {
             sha256: origin.sha256.into(),
             original_sha256: origin.original_sha256.into(),
             noted: AtomicU64::new(0),
+            weight,
         };
-        self.bytes.fetch_add(body.len(), Ordering::Relaxed);
+        self.bytes.fetch_add(weight, Ordering::Relaxed);
         if let Some(old) = map.insert(key, entry) {
-            self.bytes.fetch_sub(old.body.len(), Ordering::Relaxed);
+            self.bytes.fetch_sub(old.weight, Ordering::Relaxed);
         }
     }
 
@@ -206,6 +215,29 @@ impl Hot {
     fn len(&self) -> usize {
         self.map.read().map_or(0, |m| m.len())
     }
+}
+
+/// What an entry holds: the body (shared with the memory layer, but kept alive here after
+/// it evicts), the strings copied in and the header bytes.
+fn weight(
+    body: &Bytes,
+    target: &str,
+    accept: Option<&str>,
+    headers: &HeaderMap,
+    origin: &Origin<'_>,
+) -> usize {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    body.len()
+        + target.len()
+        + accept.map_or(0, str::len)
+        + origin.upstream.map_or(0, str::len)
+        + origin.sha256.len()
+        + origin.original_sha256.len()
+        + header_bytes
+        + ENTRY_OVERHEAD
 }
 
 fn accept(headers: &HeaderMap) -> Option<&str> {
@@ -288,8 +320,20 @@ mod tests {
 
     #[test]
     fn keeps_only_fresh_memory_answers_and_stays_bounded() {
-        let hot = Hot::new(8 * 100, 1 << 30);
-        let body = Bytes::from(vec![0u8; 40]);
+        let body = Bytes::from(vec![0u8; 400]);
+        let one = weight(
+            &body,
+            "/?url=x&w=0",
+            None,
+            ok(&body).headers(),
+            &origin(Source::Memory, 1, 0),
+        );
+        assert!(
+            one > 400 + ENTRY_OVERHEAD,
+            "headers and strings count: {one}"
+        );
+        // Room for two entries and a half: what they hold beyond the body counts too.
+        let hot = Hot::new(8 * (one * 5 / 2) as u64, 1 << 30);
         let later = unix_now() + 100;
         let req = |n: usize| parts(&format!("/?url=x&w={n}"), &[]);
         hot.insert(&req(0), &ok(&body), &body, origin(Source::Render, 1, later));
@@ -298,11 +342,8 @@ mod tests {
         for n in 0..10 {
             hot.insert(&req(n), &ok(&body), &body, origin(Source::Memory, 1, later));
         }
-        assert!(
-            hot.len() <= 2,
-            "100 bytes hold two 40-byte bodies: {}",
-            hot.len()
-        );
+        assert_eq!(hot.len(), 2, "room for two and a half entries");
+        assert!(hot.bytes.load(Ordering::Relaxed) <= hot.max_bytes);
         let none = Hot::new(0, 1 << 30).get(&Method::GET, "/", &HeaderMap::new(), 1, |_, _| {});
         assert!(none.is_none());
     }

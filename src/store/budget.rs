@@ -8,23 +8,23 @@
 //! atimes. Eviction runs on the blocking pool under one lock, right after a write that
 //! crossed the budget (so the store stays within it plus the file being written) and on a
 //! timer: variants first, least recently used first; then, only with
-//! `cache.evict_originals`, unpinned originals. A file being served is never affected:
+//! `cache.evict_originals`, unpinned originals, down to a little below the budget (the
+//! pass itself, and what it may hold in memory, is [`super::evict`]'s). A file being served is never affected:
 //! reads take whole files into memory, and unlinking does not disturb an open reader.
 //!
 //! An extra `impl Store` block; the request path only calls `note_use` (`note_served` for
 //! answers a front end kept), `added` and `after_write`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::index::{Index, ObjectMeta, Table, VariantMeta};
-use super::{Blob, Disk, Kind, Store, StoreError, index_error, unix_now};
+use super::index::Index;
+use super::{Blob, Kind, Store, StoreError, evict, index_error, unix_now};
 use crate::config::CacheConfig;
-use crate::hash::ContentHash;
 use crate::metrics::StoreKind;
 
 /// How often recency is flushed and the budget re-checked in the background.
@@ -128,7 +128,7 @@ impl Usage {
         }
     }
 
-    fn total(&self) -> u64 {
+    pub(super) fn total(&self) -> u64 {
         self.object_bytes.load(Ordering::Relaxed) + self.variant_bytes.load(Ordering::Relaxed)
     }
 }
@@ -274,7 +274,7 @@ impl Store {
         let before = self.usage();
         let spare = spare.map(str::to_owned);
         let evicted = self
-            .blocking(move || evict(&disk, &index, &budget, &usage, spare.as_deref()))
+            .blocking(move || evict::pass(&disk, &index, &budget, &usage, spare.as_deref()))
             .await;
         let after = self.usage();
         self.metrics.evicted(
@@ -302,164 +302,6 @@ impl Store {
     fn usage_handle(&self) -> Arc<Usage> {
         self.usage.clone()
     }
-}
-
-/// What an eviction pass removed that the caches in front may still hold.
-#[derive(Default)]
-struct Evicted {
-    memory_keys: Vec<String>,
-    urls: Vec<String>,
-}
-
-/// Variants first, least recently used first; then unpinned originals if allowed.
-fn evict(
-    disk: &Disk,
-    index: &Index,
-    budget: &Budget,
-    usage: &Usage,
-    spare: Option<&str>,
-) -> Result<Evicted, StoreError> {
-    let mut evicted = Evicted::default();
-    let over_disk = |u: &Usage| budget.max_disk_bytes > 0 && u.total() > budget.max_disk_bytes;
-    let over = |u: &Usage| {
-        u.variant_bytes.load(Ordering::Relaxed) > budget.max_variant_bytes || over_disk(u)
-    };
-    if over(usage) {
-        let snapshot = index.snapshot().map_err(index_error("read a snapshot"))?;
-        let mut variants: Vec<VariantMeta> = Vec::new();
-        snapshot
-            .variants(|v| variants.push(v))
-            .map_err(index_error("list the variants"))?;
-        variants.sort_by_key(|v| (v.last_used.max(v.created), v.name.clone()));
-        let mut names = Vec::new();
-        for variant in variants {
-            if !over(usage) {
-                break;
-            }
-            if spare == Some(variant.name.as_str()) {
-                continue;
-            }
-            if let Some(hash) = ContentHash::parse(&variant.name) {
-                remove_file(disk, Kind::Variant, &hash)?;
-            }
-            usage.sub(Kind::Variant, variant.bytes);
-            usage.evicted_variants.fetch_add(1, Ordering::Relaxed);
-            evicted.memory_keys.push(format!("v:{}", variant.name));
-            names.push(variant.name);
-        }
-        index
-            .remove(Table::Variants, &names)
-            .map_err(index_error("remove evicted variants"))?;
-        if !names.is_empty() {
-            tracing::info!(
-                variants = names.len(),
-                "evicted variants to stay within the disk budget"
-            );
-        }
-    }
-    if over_disk(usage) && budget.evict_originals {
-        evict_originals(disk, index, budget, usage, spare, &mut evicted)?;
-    }
-    let full = over_disk(usage);
-    if full && !usage.full.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            object_bytes = usage.object_bytes.load(Ordering::Relaxed),
-            max_disk_bytes = budget.max_disk_bytes,
-            "originals alone exceed cache.max_disk_bytes; still serving{}",
-            if budget.refuse_when_full {
-                ", refusing new originals (507)"
-            } else {
-                ""
-            }
-        );
-    } else if !full {
-        usage.full.store(false, Ordering::Relaxed);
-    }
-    Ok(evicted)
-}
-
-/// Unpinned originals, least recently used first, with the URLs that point at them and
-/// their variants.
-fn evict_originals(
-    disk: &Disk,
-    index: &Index,
-    budget: &Budget,
-    usage: &Usage,
-    spare: Option<&str>,
-    evicted: &mut Evicted,
-) -> Result<(), StoreError> {
-    let snapshot = index.snapshot().map_err(index_error("read a snapshot"))?;
-    let mut pinned = HashSet::new();
-    let mut urls_of: HashMap<String, Vec<String>> = HashMap::new();
-    snapshot
-        .urls(|u| {
-            if !u.pinned_by.is_empty() && !budget.backed {
-                pinned.insert(u.sha256.clone());
-            }
-            urls_of.entry(u.sha256).or_default().push(u.url);
-        })
-        .map_err(index_error("list the URLs"))?;
-    let mut objects: Vec<ObjectMeta> = Vec::new();
-    snapshot
-        .objects(|o| {
-            if !pinned.contains(&o.sha256) && spare != Some(o.sha256.as_str()) {
-                objects.push(o);
-            }
-        })
-        .map_err(index_error("list the objects"))?;
-    objects.sort_by_key(|o| (o.last_used.max(o.created), o.sha256.clone()));
-    let mut gone = HashSet::new();
-    for object in objects {
-        if usage.total() <= budget.max_disk_bytes {
-            break;
-        }
-        let Some(hash) = ContentHash::parse(&object.sha256) else {
-            continue;
-        };
-        remove_file(disk, Kind::Object, &hash)?;
-        usage.sub(Kind::Object, object.bytes);
-        usage.evicted_objects.fetch_add(1, Ordering::Relaxed);
-        let urls = urls_of.remove(&object.sha256).unwrap_or_default();
-        index
-            .remove(Table::Urls, &urls)
-            .map_err(index_error("remove the URLs of an evicted original"))?;
-        index
-            .remove(Table::Objects, std::slice::from_ref(&object.sha256))
-            .map_err(index_error("remove an evicted original"))?;
-        tracing::info!(sha256 = %object.sha256, bytes = object.bytes, urls = urls.len(), "evicted an original to stay within the disk budget");
-        evicted.memory_keys.push(format!("o:{}", object.sha256));
-        evicted.urls.extend(urls);
-        gone.insert(object.sha256);
-    }
-    if gone.is_empty() {
-        return Ok(());
-    }
-    // Variants of evicted originals can never be asked for again under their names.
-    let mut orphans = Vec::new();
-    snapshot
-        .variants(|v| {
-            if gone.contains(&v.original) {
-                orphans.push(v);
-            }
-        })
-        .map_err(index_error("list the variants"))?;
-    let names: Vec<String> = orphans.iter().map(|v| v.name.clone()).collect();
-    for variant in &orphans {
-        if let Some(hash) = ContentHash::parse(&variant.name) {
-            remove_file(disk, Kind::Variant, &hash)?;
-        }
-        usage.sub(Kind::Variant, variant.bytes);
-        evicted.memory_keys.push(format!("v:{}", variant.name));
-    }
-    index
-        .remove(Table::Variants, &names)
-        .map_err(index_error("remove variants of evicted originals"))?;
-    Ok(())
-}
-
-fn remove_file(disk: &Disk, kind: Kind, hash: &ContentHash) -> Result<(), StoreError> {
-    disk.remove(kind, hash)
-        .map_err(|e| super::file_error("remove", &disk.path(kind, hash), e))
 }
 
 /// The pending-notes type, for the store's constructor.

@@ -22,6 +22,7 @@ pub mod archive;
 mod blob;
 mod budget;
 pub mod disk;
+mod evict;
 mod group_commit;
 mod health;
 pub mod index;

@@ -240,12 +240,16 @@ pub async fn imgmirror_with(args: &[&str], env: &[(&str, &str)]) -> std::process
 }
 
 /// The real binary, logging at `warn`, killed with its test, and without AVIF at prefetch
-/// (as [`config_for`]; `env` of [`imgmirror_with`] can turn it back on).
+/// (as [`config_for`]; `env` of [`imgmirror_with`] can turn it back on). Its render
+/// deadline is 120 s: a debug-build render of a 2x variant on a loaded 2-core machine can
+/// pass the default 10 s, and these runs test articles, not the deadline
+/// (tests/it/hostile_images.rs does).
 pub fn binary() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_imgmirror"));
     command
         .env("IMGMIRROR_LOG", "warn")
         .env("IMGMIRROR_ARTICLE_PREFETCH_AVIF", "false")
+        .env("IMGMIRROR_TRANSFORM_RENDER_TIMEOUT_SECS", "120")
         .kill_on_drop(true);
     command
 }

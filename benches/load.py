@@ -317,7 +317,8 @@ def main():
     start(nginx_origin(tmp, O), tmp / "origin.log")
     srv = {}
     for name, mem, extra in [("mem", None, ""), ("nohot", None, "hot_bytes = 0\n"),
-                             ("disk", 0, ""), ("rss", RSS_CACHE, "")]:
+                             ("disk", 0, ""),
+                             ("rss", RSS_CACHE, os.environ.get("LOAD_RSS_EXTRA", ""))]:
         conf = imgmirror_config(tmp, name, P[name], O, mem, extra)
         srv[name] = start([BIN, "serve", "--config", str(conf)], tmp / f"imgmirror-{name}.log",
                           env={**os.environ, "RUST_LOG": "info"})

@@ -16,6 +16,8 @@
 #   IMGMIRROR_BIN=path     imgmirror binary (default: target/release/imgmirror, built here)
 #   LOAD_SKIP_BUILD=1      don't run `cargo build --release`
 #   LOAD_ONLY=A,C          only these scenarios (A B C D E F)
+#   LOAD_RSS_EXTRA=toml    appended to the [cache] table of E's imgmirror config (later
+#                          tables may follow: $'\n[transform]\nworkers = 1\n')
 #
 # Everything listens on 127.0.0.1 on free ports and lives in a temporary directory that is
 # removed at the end; every server is stopped on exit, even on Ctrl-C.

@@ -226,22 +226,7 @@ fn remove_variants(
     counted: bool,
     evicted: &mut Evicted,
 ) -> Result<usize, StoreError> {
-    let mut names = Vec::with_capacity(victims.len());
-    let mut failed = None;
-    for variant in victims {
-        if let Some(hash) = ContentHash::parse(&variant.key)
-            && let Err(e) = remove_file(disk, Kind::Variant, &hash)
-        {
-            failed = Some(e);
-            break;
-        }
-        usage.sub(Kind::Variant, variant.bytes);
-        if counted {
-            usage.evicted_variants.fetch_add(1, Ordering::Relaxed);
-        }
-        evicted.memory_keys.push(format!("v:{}", variant.key));
-        names.push(variant.key);
-    }
+    let (names, failed) = remove_victims(disk, usage, Kind::Variant, victims, counted, evicted);
     index
         .remove(Table::Variants, &names)
         .map_err(index_error("remove evicted variants"))?;
@@ -315,20 +300,7 @@ fn originals_round(
         .map_err(index_error("list the variants"))?;
     drop(chosen);
     drop(snapshot);
-    let mut gone = Vec::with_capacity(victims.len());
-    let mut failed = None;
-    for object in victims {
-        if let Some(hash) = ContentHash::parse(&object.key)
-            && let Err(e) = remove_file(disk, Kind::Object, &hash)
-        {
-            failed = Some(e);
-            break;
-        }
-        usage.sub(Kind::Object, object.bytes);
-        usage.evicted_objects.fetch_add(1, Ordering::Relaxed);
-        evicted.memory_keys.push(format!("o:{}", object.key));
-        gone.push(object.key);
-    }
+    let (gone, failed) = remove_victims(disk, usage, Kind::Object, victims, true, evicted);
     // Rows only of originals whose file went (all of them unless a removal failed).
     let gone_set: HashSet<&str> = gone.iter().map(String::as_str).collect();
     let urls: Vec<String> = urls
@@ -352,6 +324,38 @@ fn originals_round(
     evicted.urls.extend(urls);
     remove_variants(disk, index, usage, orphans, false, evicted)?;
     failed.map_or(Ok(gone.len()), Err)
+}
+
+/// Removes the victims' files in order, stopping at the first removal that fails; takes
+/// each one that went off `usage` (and counts it as an eviction when `counted`) and notes
+/// its memory-layer key. Returns the names whose file went, and what stopped it.
+fn remove_victims(
+    disk: &Disk,
+    usage: &Usage,
+    kind: Kind,
+    victims: Vec<Candidate>,
+    counted: bool,
+    evicted: &mut Evicted,
+) -> (Vec<String>, Option<StoreError>) {
+    let (prefix, evictions) = match kind {
+        Kind::Object => ("o", &usage.evicted_objects),
+        Kind::Variant => ("v", &usage.evicted_variants),
+    };
+    let mut gone = Vec::with_capacity(victims.len());
+    for victim in victims {
+        if let Some(hash) = ContentHash::parse(&victim.key)
+            && let Err(e) = remove_file(disk, kind, &hash)
+        {
+            return (gone, Some(e));
+        }
+        usage.sub(kind, victim.bytes);
+        if counted {
+            evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        evicted.memory_keys.push(format!("{prefix}:{}", victim.key));
+        gone.push(victim.key);
+    }
+    (gone, None)
 }
 
 fn remove_file(disk: &Disk, kind: Kind, hash: &ContentHash) -> Result<(), StoreError> {
